@@ -1,0 +1,53 @@
+# livebootp — see README.md. `make demo` and `make test` set up what they need.
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BIN      := bin/livebootp
+LOADERS  := build/tftpboot
+KERNEL   := build/kernel/vmlinuz
+
+.PHONY: all build deps kernel loaders demo test test-short bench fuzz vet fmt clean
+
+all: build
+
+build: $(BIN)
+
+$(BIN): $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmds/livebootp
+
+deps:
+	scripts/install-deps.sh
+
+kernel: deps
+	scripts/fetch-kernel.sh build/kernel >/dev/null
+
+# Boot loaders from Debian's ipxe and pxelinux packages, staged as the TFTP root.
+loaders: deps
+	mkdir -p $(LOADERS)
+	cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi $(LOADERS)/
+	cp /usr/lib/PXELINUX/pxelinux.0 /usr/lib/syslinux/modules/bios/ldlinux.c32 $(LOADERS)/
+
+# A registry in a throwaway network namespace and a qemu VM that PXE-boots
+# from it through its own iPXE ROM; the VM's console is printed as it boots.
+demo: build kernel loaders
+	$(GO) run ./cmds/demo -binary $(BIN) -loaders $(LOADERS)
+
+# Every test: unit, network-namespace, fuzz seeds and VM tests (root).
+test: kernel loaders
+	$(GO) vet ./...
+	$(GO) test -race -timeout 40m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+bench: build
+	bench/run.sh $(BIN)
+
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin build/tftpboot

@@ -1,0 +1,157 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livebootp/livebootp/bootp/registry"
+	"github.com/livebootp/livebootp/bootp/state"
+	"github.com/livebootp/livebootp/internal/testbed"
+	"github.com/livebootp/livebootp/wire"
+)
+
+// needVM skips (or, in CI, fails) when what a VM boot needs is missing.
+func needVM(t *testing.T) (repo string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("VM test: skipped with -short")
+	}
+	fail := t.Skipf
+	if os.Getenv("CI") == "true" {
+		fail = t.Fatalf // CI installs everything: a skip there would hide a broken set-up
+	}
+	if os.Geteuid() != 0 {
+		fail("VM test needs root (network namespace, tap device); run make test as root")
+	}
+	if miss := testbed.Missing("qemu-system-x86_64", "ip"); len(miss) > 0 {
+		fail("VM test needs %v (make deps)", miss)
+	}
+	wd, _ := os.Getwd()
+	repo, err := testbed.RepoRoot(wd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(testbed.KernelPath(repo)); err != nil {
+		fail("VM test needs a kernel: %v (run scripts/fetch-kernel.sh or make kernel)", err)
+	}
+	return repo
+}
+
+func buildBinary(t *testing.T, repo string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "livebootp")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmds/livebootp")
+	cmd.Dir = repo
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// bootOnce PXE-boots one VM through qemu's iPXE ROM from a fresh registry
+// and returns the time iPXE spent between its DHCP ACK and asking for its
+// boot script.
+func bootOnce(t *testing.T, repo, bin string, ra bool, tag string) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var regLog bytes.Buffer
+	s := &testbed.Scenario{
+		Repo: repo, Dir: t.TempDir(), Binary: bin, Kernel: testbed.KernelPath(repo),
+		NetName: testbed.Uniq("vm" + tag), Server: netip.MustParsePrefix("10.80.0.1/24"),
+		HostName: "vmhost", MAC: "52:54:00:12:34:56", HostIP: netip.MustParseAddr("10.80.0.10"),
+		Cmdline: "console=ttyS0 panic=-1", RouterAdvertisements: ra, RegistryLog: &regLog,
+		Loaders: filepath.Join(repo, "build", "tftpboot"),
+	}
+	t.Cleanup(s.Close)
+	if err := s.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartRegistry(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := s.Boot(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	_, at, err := vm.Console.WaitFor(ctx, testbed.VMInitMarker, 3*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\nregistry log:\n%s", err, s.RegistryLogText())
+	}
+	line, _, err := vm.Console.WaitFor(ctx, "LIVEBOOTP-VMINIT: cmdline:", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RA %v: init reached %.1f s after power-on; %s", ra, at.Seconds(), line)
+	for _, want := range []string{
+		wire.ArgHostname + "=vmhost",
+		wire.ArgRegistry + "=http://10.80.0.1:8080",
+		wire.ArgImage + "=vmtest/1",
+		"initrd=initrd.img",
+		"console=ttyS0",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("kernel command line %q lacks %q", line, want)
+		}
+	}
+	if err := vm.Wait(time.Minute); err != nil {
+		t.Errorf("guest did not power off: %v", err)
+	}
+
+	hosts, err := s.Client().Hosts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := registry.WriteHosts(&table, hosts, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("livebootp hosts:\n%s", table.String())
+	if len(hosts) != 1 || hosts[0].Name != "vmhost" || hosts[0].Phase != state.PhaseInitrd ||
+		hosts[0].Kernel.IsZero() || hosts[0].BootCount != 1 || !strings.HasPrefix(hosts[0].ClientArch, "ipxe") {
+		t.Errorf("boot state after the boot = %+v, want vmhost in phase initrd with kernel fetched, 1 boot, an iPXE client", hosts)
+	}
+	evs, err := s.Client().Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack, script time.Time
+	for _, e := range evs {
+		switch {
+		case e.Kind == "dhcp" && strings.Contains(e.Detail, "ACK") && ack.IsZero():
+			ack = e.Time
+		case e.Kind == "http" && strings.HasPrefix(e.Detail, wire.PathBoot) && script.IsZero():
+			script = e.Time
+		}
+	}
+	if ack.IsZero() || script.IsZero() {
+		t.Fatalf("events lack the DHCP ACK or the script fetch: %+v", evs)
+	}
+	return script.Sub(ack)
+}
+
+// TestVMPXEBoot boots a qemu guest through its own iPXE ROM from the
+// registry, twice: with router advertisements (the default) and without,
+// and shows that answering iPXE's router solicitations removes its wait
+// for IPv6 configuration.
+func TestVMPXEBoot(t *testing.T) {
+	repo := needVM(t)
+	bin := buildBinary(t, repo)
+	withRA := bootOnce(t, repo, bin, true, "ra")
+	withoutRA := bootOnce(t, repo, bin, false, "nora")
+	t.Logf("DHCP ACK → boot script request: %.2f s with router advertisements, %.2f s without", withRA.Seconds(), withoutRA.Seconds())
+	if withRA > 5*time.Second {
+		t.Errorf("with router advertisements iPXE still waited %s after its DHCP ACK, want < 5 s", withRA)
+	}
+	if withoutRA < withRA+5*time.Second {
+		t.Errorf("without router advertisements the wait was %s, with them %s: the saving is not shown", withoutRA, withRA)
+	}
+}

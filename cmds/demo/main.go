@@ -1,0 +1,101 @@
+// Command demo is `make demo`: it starts a registry in a throwaway network
+// namespace, PXE-boots a qemu VM from it through the VM's own iPXE ROM,
+// prints the VM's console as it boots and the registry's view of the host,
+// then tears everything down. It needs root (namespace, tap device).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/livebootp/livebootp/bootp/registry"
+	"github.com/livebootp/livebootp/internal/testbed"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bin := fs.String("binary", "bin/livebootp", "livebootp binary")
+	loaders := fs.String("loaders", "build/tftpboot", "boot loaders (make loaders)")
+	kernel := fs.String("kernel", "", "kernel to boot (default build/kernel/vmlinuz)")
+	showLog := fs.Bool("registry-log", false, "also print the registry's log")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the demo needs root: it creates a network namespace and a tap device")
+	}
+	wd, _ := os.Getwd()
+	repo, err := testbed.RepoRoot(wd)
+	if err != nil {
+		return err
+	}
+	if *kernel == "" {
+		*kernel = testbed.KernelPath(repo)
+	}
+	dir, err := os.MkdirTemp("", "livebootp-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	absBin, _ := filepath.Abs(*bin)
+	absLoaders, _ := filepath.Abs(*loaders)
+	s := &testbed.Scenario{
+		Repo: repo, Dir: dir, Binary: absBin, Kernel: *kernel, Loaders: absLoaders,
+		NetName: testbed.Uniq("demo"), Server: netip.MustParsePrefix("10.80.0.1/24"),
+		HostName: "my-nginx-web-server", MAC: "52:54:00:12:34:56", HostIP: netip.MustParseAddr("10.80.0.10"),
+		Cmdline: "console=ttyS0 panic=-1", RouterAdvertisements: true,
+	}
+	if *showLog {
+		s.RegistryLog = stderr
+	}
+	defer s.Close()
+	fmt.Fprintf(stdout, "== demo: registry on 10.80.0.1 (namespace %s), config %s\n", s.NetName, filepath.Join(dir, "config.yml"))
+	if err := s.Setup(); err != nil {
+		return err
+	}
+	cfg, _ := os.ReadFile(s.Config)
+	fmt.Fprintf(stdout, "%s\n", cfg)
+	if err := s.StartRegistry(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "== demo: registry serving; powering on a qemu VM (TCG, iPXE ROM, MAC 52:54:00:12:34:56); its console:")
+	start := time.Now()
+	vm, err := s.Boot(ctx, stdout)
+	if err != nil {
+		return err
+	}
+	defer vm.Kill()
+	if _, _, err := vm.Console.WaitFor(ctx, testbed.VMInitMarker, 3*time.Minute); err != nil {
+		return fmt.Errorf("%w\nregistry log:\n%s", err, s.RegistryLogText())
+	}
+	_ = vm.Wait(30 * time.Second)
+	fmt.Fprintf(stdout, "\n== demo: the VM ran its init %.1f s after power-on. `livebootp hosts` says:\n", time.Since(start).Seconds())
+	hosts, err := s.Client().Hosts()
+	if err != nil {
+		return err
+	}
+	if err := registry.WriteHosts(stdout, hosts, time.Now()); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "== demo: done; namespace and registry removed")
+	return nil
+}

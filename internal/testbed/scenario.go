@@ -1,0 +1,223 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/livebootp/livebootp/bootp/registry"
+	"github.com/livebootp/livebootp/wire"
+)
+
+// Scenario is one registry in a fresh namespace with one configured host,
+// ready to PXE-boot a qemu guest: what the VM tests and `make demo` share.
+type Scenario struct {
+	Repo     string // module root
+	Dir      string // scratch directory; everything is written under it
+	Binary   string // livebootp binary
+	Kernel   string // kernel the guest boots
+	Initrd   string // initrd the guest boots ("" builds the vminit one)
+	Loaders  string // directory with undionly.kpxe, ipxe.efi, ... ("" for none)
+	NetName  string // namespace name
+	Server   netip.Prefix
+	HostName string
+	MAC      string
+	HostIP   netip.Addr
+	Cmdline  string // the host's cmdline-append
+	// RouterAdvertisements turns the registry's RA responder on.
+	RouterAdvertisements bool
+	RegistryLog          io.Writer // the registry's log (stderr); nil: Dir/registry.log only
+
+	Net     *Net
+	Config  string // path of the written config.yml
+	Socket  string // admin socket
+	regCmd  *exec.Cmd
+	regDone chan error
+	logFile *os.File
+}
+
+// Setup writes the image, key and config files and creates the namespace.
+func (s *Scenario) Setup() error {
+	images := filepath.Join(s.Dir, "images", "vmtest", "1")
+	keys := filepath.Join(s.Dir, "keys")
+	tftpRoot := filepath.Join(s.Dir, "tftpboot")
+	for _, d := range []string{images, keys, tftpRoot} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := copyFile(s.Kernel, filepath.Join(images, wire.ImageKernel)); err != nil {
+		return fmt.Errorf("testbed: kernel: %w (run scripts/fetch-kernel.sh)", err)
+	}
+	initrd := filepath.Join(images, wire.ImageInitrd)
+	if s.Initrd != "" {
+		if err := copyFile(s.Initrd, initrd); err != nil {
+			return err
+		}
+	} else if err := BuildVMInitrd(s.Repo, initrd); err != nil {
+		return err
+	}
+	if s.Loaders != "" {
+		ents, err := os.ReadDir(s.Loaders)
+		if err != nil {
+			return fmt.Errorf("testbed: loaders: %w (run make loaders)", err)
+		}
+		for _, e := range ents {
+			if e.Type().IsRegular() {
+				if err := copyFile(filepath.Join(s.Loaders, e.Name()), filepath.Join(tftpRoot, e.Name())); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(keys, "default"), []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RrZXl0ZXN0a2V5dGVzdGtleXRlc3RrZXl0ZXN0 vmtest\n"), 0o644); err != nil {
+		return err
+	}
+	s.Socket = filepath.Join(s.Dir, "admin.sock")
+	s.Config = filepath.Join(s.Dir, "config.yml")
+	cfg := fmt.Sprintf(`# written by internal/testbed for a VM boot
+bootp-registry:
+  interface: br0
+  server-address: %s
+  subnet: %s
+  routers: [%s]
+  domain-name: vmtest.internal
+  domain-name-servers: [%s]
+  tftp-root: %s
+  images-dir: %s
+  ssh-authorized-keys-dir: %s
+  http-listen: ":8080"
+  admin-socket: %s
+  router-advertisements: %t
+hosts:
+  %s:
+    hardware-ethernet: "%s"
+    fixed-address: "%s"
+    image-name: vmtest/1
+    ssh-authorized-keys: default
+    cmdline-append: "%s"
+`, s.Server.Addr(), s.Server.Masked(), s.Server.Addr(), s.Server.Addr(), tftpRoot, filepath.Join(s.Dir, "images"), keys,
+		s.Socket, s.RouterAdvertisements, s.HostName, s.MAC, s.HostIP, s.Cmdline)
+	if err := os.WriteFile(s.Config, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	n, err := NewNet(s.NetName, s.Server)
+	if err != nil {
+		return err
+	}
+	s.Net = n
+	return n.AddTap("tap0")
+}
+
+// StartRegistry runs `livebootp serve` inside the namespace and waits until
+// its admin socket answers.
+func (s *Scenario) StartRegistry(ctx context.Context) error {
+	f, err := os.OpenFile(filepath.Join(s.Dir, "registry.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	s.logFile = f
+	var out io.Writer = f
+	if s.RegistryLog != nil {
+		out = io.MultiWriter(f, s.RegistryLog)
+	}
+	cmd := s.Net.Command(context.Background(), s.Binary, "serve", "-debug", "-config", s.Config)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	s.regCmd = cmd
+	s.regDone = make(chan error, 1)
+	go func() { s.regDone <- cmd.Wait() }()
+	c := registry.Client{Socket: s.Socket}
+	for i := 0; i < 100; i++ {
+		if _, err := c.Status(); err == nil {
+			return nil
+		}
+		select {
+		case err := <-s.regDone:
+			return fmt.Errorf("testbed: registry exited: %v; log:\n%s", err, s.RegistryLogText())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("testbed: registry admin socket %s did not answer in 10 s; log:\n%s", s.Socket, s.RegistryLogText())
+}
+
+// StopRegistry kills the registry by PID.
+func (s *Scenario) StopRegistry() {
+	if s.regCmd != nil && s.regCmd.Process != nil {
+		_ = s.regCmd.Process.Kill()
+		select {
+		case <-s.regDone:
+		case <-time.After(5 * time.Second):
+		}
+		s.regCmd = nil
+	}
+}
+
+// RegistryLogText is what the registry logged so far.
+func (s *Scenario) RegistryLogText() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "registry.log"))
+	return string(b)
+}
+
+// Boot starts the guest, PXE-booting through qemu's built-in iPXE ROM.
+func (s *Scenario) Boot(ctx context.Context, console io.Writer) (*VM, error) {
+	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir})
+}
+
+// Close stops the registry and deletes the namespace.
+func (s *Scenario) Close() {
+	s.StopRegistry()
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
+	if s.Net != nil {
+		_ = s.Net.Close()
+	}
+}
+
+// Client talks to the scenario's registry.
+func (s *Scenario) Client() registry.Client { return registry.Client{Socket: s.Socket} }
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
+}
+
+// Tools reports which of the named programs are missing from PATH.
+func Missing(tools ...string) []string {
+	var miss []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			miss = append(miss, t)
+		}
+	}
+	return miss
+}
+
+// KernelPath finds the test kernel: $LIVEBOOTP_KERNEL, else
+// build/kernel/vmlinuz under the module root.
+func KernelPath(repo string) string {
+	if k := os.Getenv("LIVEBOOTP_KERNEL"); k != "" {
+		return k
+	}
+	return filepath.Join(repo, "build", "kernel", "vmlinuz")
+}
+
+// Uniq is a short per-process tag for namespace names.
+func Uniq(tag string) string {
+	s := fmt.Sprintf("lb%s%d", tag, os.Getpid())
+	return strings.ToLower(s)
+}
