@@ -120,7 +120,7 @@ func (t *Tracker) DHCP(mac net.HardwareAddr, exchange, arch, bootFile string) {
 	now := t.now()
 	h := t.host(mac)
 	if h != nil {
-		if strings.HasPrefix(exchange, "DISCOVER") || strings.HasPrefix(exchange, "BOOTP") {
+		if (strings.HasPrefix(exchange, "DISCOVER") || strings.HasPrefix(exchange, "BOOTP")) && newBoot(h, now) {
 			h.BootCount++
 			h.ImageBytes = 0
 		}
@@ -229,6 +229,18 @@ func (t *Tracker) Events() []wire.Event {
 		out = append(out, t.events[t.next:]...)
 	}
 	return append(out, t.events[:t.next]...)
+}
+
+// BootGap is how long a host must have been quiet for its next DISCOVER to
+// count as a new boot even if it never got past DHCP.
+const BootGap = 5 * time.Minute
+
+// newBoot tells a DISCOVER that starts a boot from the ones that belong to
+// the boot under way: firmware retransmits its DISCOVER, and each stage of
+// a chain (PXE ROM, then iPXE) asks again. A boot is new once the last one
+// reached the kernel, or after BootGap of silence.
+func newBoot(h *wire.HostStatus, now time.Time) bool {
+	return h.Phase == PhaseUnseen || phaseRank(h.Phase) >= phaseRank(PhaseKernel) || now.Sub(h.LastSeen) > BootGap
 }
 
 func nameOf(h *wire.HostStatus) string {
