@@ -19,12 +19,15 @@ const (
 	ArgInsecure   = "livebootp.insecure"   // accept HTTPS certificates that do not verify
 	ArgNoPasswd   = "livebootp.nopasswd"   // empty root password
 	ArgDebug      = "debug"                // log every step
+	// live-boot's names for the same things, accepted too.
+	ArgFetch     = "fetch"    // = ArgSquashfs
+	ArgHostname2 = "hostname" // = ArgHostname
 )
 
 // HTTP paths served by the registry. MAC addresses in paths are lower case,
 // colon separated (52:54:00:12:34:56); dashes are accepted too.
 const (
-	PathBoot        = "/boot/"                // /boot/<mac>.ipxe
+	PathBoot        = "/boot/"                // /boot/<mac>.ipxe, and /boot/<mac>.keys: the host's authorized_keys
 	PathImages      = "/images/"              // /images/<name>/<version>/<file>
 	PathKeys        = "/ssh-authorized-keys/" // /ssh-authorized-keys/<name>
 	PathHosts       = "/api/v1/hosts"         // JSON list of HostStatus

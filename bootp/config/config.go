@@ -5,9 +5,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
 )
 
@@ -23,6 +23,8 @@ const (
 	DefaultTFTPListen  = ":69"
 	DefaultHTTPListen  = ":80"
 	DefaultAdminSocket = "/run/livebootp/admin.sock"
+	// DefaultConfigFile is where the container kept its config.
+	DefaultConfigFile = DefaultConfigDir + "/config.yml"
 )
 
 // Config is a loaded, validated configuration. It is immutable once Load
@@ -32,7 +34,7 @@ type Config struct {
 	Registry Registry
 	Hosts    []*Host // in file order
 
-	byMAC  map[string]*Host
+	byMAC  map[[6]byte]*Host
 	byAddr map[netip.Addr]*Host
 	byName map[string]*Host
 }
@@ -75,7 +77,10 @@ type Host struct {
 
 // HostByMAC finds the host with this hardware address.
 func (c *Config) HostByMAC(mac net.HardwareAddr) (*Host, bool) {
-	h, ok := c.byMAC[strings.ToLower(mac.String())]
+	if len(mac) != 6 {
+		return nil, false
+	}
+	h, ok := c.byMAC[[6]byte(mac)]
 	return h, ok
 }
 
@@ -91,26 +96,32 @@ func (c *Config) HostByName(name string) (*Host, bool) {
 	return h, ok
 }
 
-// index builds the lookup maps; Load calls it after validation.
-func (c *Config) index() {
-	c.byMAC = make(map[string]*Host, len(c.Hosts))
-	c.byAddr = make(map[netip.Addr]*Host, len(c.Hosts))
-	c.byName = make(map[string]*Host, len(c.Hosts))
-	for _, h := range c.Hosts {
-		c.byMAC[strings.ToLower(h.MAC.String())] = h
-		c.byAddr[h.Address] = h
-		c.byName[h.Name] = h
-	}
-}
-
 // New builds a Config from values, as Load does after parsing: it fills in
 // defaults, validates (duplicate MACs, names and addresses, addresses
 // outside the subnet) and indexes. Tests and programs that build
-// configurations in code use it; file and line are then empty.
+// configurations in code use it; file and line are then empty. Unlike
+// Load it detects nothing (ServerAddress and Subnet are required), does not
+// check that image directories and key files exist, and takes
+// RouterAdvertisements as given: a zero bool cannot say "unset". Its error
+// is Problems.
 func New(reg Registry, hosts []*Host) (*Config, error) {
 	c := &Config{Registry: reg, Hosts: hosts}
 	if err := c.finish(nil); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// Summary is the one line logs and the admin CLI show for a loaded config.
+func (c *Config) Summary() string {
+	file := c.File
+	if file == "" {
+		file = "(built in code)"
+	}
+	iface := c.Registry.Interface
+	if iface == "" {
+		iface = "(any)"
+	}
+	return fmt.Sprintf("%s: %d hosts, interface %s, server %s, subnet %s",
+		file, len(c.Hosts), iface, c.Registry.ServerAddress, c.Registry.Subnet)
 }
