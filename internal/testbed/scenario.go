@@ -221,3 +221,11 @@ func Uniq(tag string) string {
 	s := fmt.Sprintf("lb%s%d", tag, os.Getpid())
 	return strings.ToLower(s)
 }
+
+// Signal sends sig to the registry process.
+func (s *Scenario) Signal(sig os.Signal) error {
+	if s.regCmd == nil || s.regCmd.Process == nil {
+		return fmt.Errorf("testbed: registry not running")
+	}
+	return s.regCmd.Process.Signal(sig)
+}

@@ -296,3 +296,31 @@ func (vm *VM) Kill() {
 		_ = vm.cmd.Process.Kill()
 	}
 }
+
+// AddPeer creates a second namespace, name, joined to the bridge by a veth
+// pair whose inner end (eth0) has the given MAC: a client host for real
+// DHCP/TFTP/HTTP clients. Close the returned Net to delete it.
+func (n *Net) AddPeer(name, mac string) (*Net, error) {
+	_ = exec.Command("ip", "netns", "del", name).Run()
+	p := &Net{Name: name}
+	outer := "v" + name
+	if len(outer) > 15 {
+		outer = outer[:15]
+	}
+	steps := [][]string{
+		{"ip", "netns", "add", name},
+		{"ip", "-n", name, "link", "set", "lo", "up"},
+		{"ip", "-n", n.Name, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", name},
+		{"ip", "-n", name, "link", "set", "eth0", "address", mac},
+		{"ip", "-n", n.Name, "link", "set", outer, "master", n.Bridge},
+		{"ip", "-n", n.Name, "link", "set", outer, "up"},
+		{"ip", "-n", name, "link", "set", "eth0", "up"},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("testbed: %s: %v: %s", strings.Join(s, " "), err, bytes.TrimSpace(out))
+		}
+	}
+	return p, nil
+}
