@@ -155,3 +155,63 @@ func TestVMPXEBoot(t *testing.T) {
 		t.Errorf("without router advertisements the wait was %s, with them %s: the saving is not shown", withoutRA, withRA)
 	}
 }
+
+// TestVMUEFIPXEBoot boots OVMF's own PXE client (no iPXE ROM on the NIC):
+// the firmware gets ipxe.efi over TFTP, iPXE asks again and gets its
+// script over HTTP, and the EFI-stub kernel gets its initrd.
+func TestVMUEFIPXEBoot(t *testing.T) {
+	repo := needVM(t)
+	if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.fd"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("needs OVMF (Debian package ovmf): %v", err)
+		}
+		t.Skipf("needs OVMF (Debian package ovmf): %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "build", "tftpboot", "ipxe.efi")); err != nil {
+		t.Skipf("needs the staged loaders: %v (make loaders)", err)
+	}
+	bin := buildBinary(t, repo)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s := &testbed.Scenario{
+		Repo: repo, Dir: t.TempDir(), Binary: bin, Kernel: testbed.KernelPath(repo),
+		NetName: testbed.Uniq("vmefi"), Server: netip.MustParsePrefix("10.80.2.1/24"),
+		HostName: "efihost", MAC: "52:54:00:12:34:57", HostIP: netip.MustParseAddr("10.80.2.10"),
+		Cmdline: "console=ttyS0 panic=-1", RouterAdvertisements: true,
+		Loaders: filepath.Join(repo, "build", "tftpboot"),
+	}
+	t.Cleanup(s.Close)
+	if err := s.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartRegistry(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := s.BootUEFI(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	_, at, err := vm.Console.WaitFor(ctx, testbed.VMInitMarker, 4*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\nregistry log:\n%s", err, s.RegistryLogText())
+	}
+	t.Logf("UEFI PXE: init reached %.1f s after power-on", at.Seconds())
+	hosts, err := s.Client().Hosts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := s.Client().Events()
+	var sawLoader bool
+	for _, e := range evs {
+		if e.Kind == "tftp" && strings.Contains(e.Detail, "ipxe.efi") {
+			sawLoader = true
+		}
+	}
+	if !sawLoader {
+		t.Errorf("the firmware did not fetch ipxe.efi over TFTP; events: %+v", evs)
+	}
+	if len(hosts) != 1 || hosts[0].Initrd.IsZero() || hosts[0].BootCount != 1 {
+		t.Errorf("boot state: %+v", hosts)
+	}
+}

@@ -174,6 +174,13 @@ func (s *Scenario) Boot(ctx context.Context, console io.Writer) (*VM, error) {
 	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir})
 }
 
+// BootUEFI starts the guest under OVMF with no iPXE option ROM on its NIC,
+// so the firmware's own PXE client (TFTP) boots: the path real UEFI
+// machines take.
+func (s *Scenario) BootUEFI(ctx context.Context, console io.Writer) (*VM, error) {
+	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir, UEFI: true, NICROM: "none"})
+}
+
 // Close stops the registry and deletes the namespace.
 func (s *Scenario) Close() {
 	s.StopRegistry()
