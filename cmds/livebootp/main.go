@@ -6,6 +6,7 @@
 //	livebootp hosts                 each host's boot state, as a table
 //	livebootp logs   [-f]           the registry's recent events
 //	livebootp reload                load the configuration file again
+//	livebootp image build ...       turn a container image or root filesystem into a bootable image
 package main
 
 import (
@@ -45,6 +46,8 @@ commands:
   hosts   [-socket PATH]      boot state of every host
   logs    [-socket PATH] [-f] recent events of the running registry
   reload  [-socket PATH]      reload the running registry's configuration
+  image build --name N --version V --from SOURCE --out DIR
+                              build kernel + initrd + squashfs from a container image or root filesystem
   version                     print the version
 
 Run 'livebootp COMMAND -h' for the flags of a command.
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return logs(ctx, rest, stdout, stderr)
 	case "reload":
 		return reload(rest, stdout, stderr)
+	case "image":
+		return imageCmd(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "livebootp", version)
 		return nil
