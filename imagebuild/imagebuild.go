@@ -22,6 +22,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -61,6 +62,7 @@ type Options struct {
 	KernelVersion string   // which of the image's kernels; "" = the newest
 	Modules       []string // modules for the initrd; nil = DefaultModules
 	Exclude       []string // globs (mksquashfs -wildcards) relative to the image root, left out of the squashfs; nil = DefaultExclude
+	Volumes       []string // persistent directories besides the image's own VOLUMEs (a rootfs has none)
 	Force         bool     // replace an existing Out/images/<Name>/<Version>
 	Compression   string   // squashfs compressor; "" = zstd if mksquashfs and the kernel support it, else gzip
 	// Epoch is the time stamped on what the build creates (squashfs creation
@@ -212,12 +214,19 @@ func Build(ctx context.Context, o Options) (*wire.Manifest, error) {
 		for v := range c.Config.Volumes {
 			m.Volumes = append(m.Volumes, v)
 		}
-		slices.Sort(m.Volumes)
 		m.Env = c.Config.Env
 		if len(c.Config.Labels) > 0 {
 			m.Labels = c.Config.Labels
 		}
 	}
+	for _, v := range o.Volumes {
+		if !path.IsAbs(v) || path.Clean(v) == "/" {
+			return nil, fmt.Errorf("volume %q: give an absolute directory such as /var/www", v)
+		}
+		m.Volumes = append(m.Volumes, path.Clean(v))
+	}
+	slices.Sort(m.Volumes)
+	m.Volumes = slices.Compact(m.Volumes)
 	for _, f := range []string{wire.ImageKernel, wire.ImageInitrd, wire.ImageSquashfs} {
 		sum, err := sumFile(filepath.Join(stage, f))
 		if err != nil {

@@ -24,6 +24,10 @@ const (
 	ArgHostname2 = "hostname" // = ArgHostname
 )
 
+// VendorClassInit is the DHCP vendor class (option 60) the init helper
+// sends, so the registry tells its request from the firmware's.
+const VendorClassInit = "livebootp-init"
+
 // HTTP paths served by the registry. MAC addresses in paths are lower case,
 // colon separated (52:54:00:12:34:56); dashes are accepted too.
 const (

@@ -42,6 +42,7 @@ type Client struct {
 	IPXE       bool // user class (77) "iPXE": the loader is already running
 	HTTPClient bool // vendor class (60) "HTTPClient...": UEFI HTTP boot
 	PXEClient  bool // vendor class (60) "PXEClient...": firmware PXE
+	Init       bool // vendor class wire.VendorClassInit: the target's init helper
 }
 
 // ClientFromRequest reads the client's kind from its request.
@@ -60,11 +61,18 @@ func ClientFromRequest(req *dhcpv4.DHCPv4) Client {
 	vc := req.ClassIdentifier()
 	c.HTTPClient = strings.HasPrefix(vc, "HTTPClient")
 	c.PXEClient = strings.HasPrefix(vc, "PXEClient")
+	c.Init = vc == wire.VendorClassInit
 	return c
 }
 
+// ArchInit is the ArchName of the init helper's requests.
+const ArchInit = "livebootp-init"
+
 // ArchName is a short name for logs and the status page.
 func (c Client) ArchName() string {
+	if c.Init {
+		return ArchInit
+	}
 	var base string
 	switch {
 	case !c.HasArch && !c.PXEClient && !c.HTTPClient:
@@ -106,6 +114,9 @@ func (b Booter) has(name string) bool {
 // An empty file means there is nothing this client can boot: the DHCP
 // server then answers without boot information.
 func (b Booter) BootFile(cfg *config.Config, h *config.Host, c Client) (file string, isURL bool) {
+	if c.Init {
+		return "", false // the kernel is already running
+	}
 	if c.IPXE {
 		return ScriptURL(cfg, c.MAC), true
 	}

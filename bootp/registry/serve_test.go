@@ -120,6 +120,9 @@ func TestServeRealClients(t *testing.T) {
 	if keys := run("curl", "-fsS", base+"/ssh-authorized-keys/default"); !strings.HasPrefix(keys, "ssh-ed25519 ") {
 		t.Errorf("key file: %q", keys)
 	}
+	if keys := run("curl", "-fsS", base+"/boot/52:54:00:aa:bb:01.keys"); !strings.HasPrefix(keys, "ssh-ed25519 ") {
+		t.Errorf("the host's keys by MAC: %q", keys)
+	}
 	if r := run("curl", "-fsS", "-r", "10-25", base+"/images/vmtest/1/vmlinuz"); r != string(big[10:26]) {
 		t.Errorf("range of the kernel: %q, want %q", r, big[10:26])
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,43 +16,9 @@ import (
 	"github.com/livebootp/livebootp/wire"
 )
 
-// needVM skips (or, in CI, fails) when what a VM boot needs is missing.
-func needVM(t *testing.T) (repo string) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("VM test: skipped with -short")
-	}
-	fail := t.Skipf
-	if os.Getenv("CI") == "true" {
-		fail = t.Fatalf // CI installs everything: a skip there would hide a broken set-up
-	}
-	if os.Geteuid() != 0 {
-		fail("VM test needs root (network namespace, tap device); run make test as root")
-	}
-	if miss := testbed.Missing("qemu-system-x86_64", "ip"); len(miss) > 0 {
-		fail("VM test needs %v (make deps)", miss)
-	}
-	wd, _ := os.Getwd()
-	repo, err := testbed.RepoRoot(wd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(testbed.KernelPath(repo)); err != nil {
-		fail("VM test needs a kernel: %v (run scripts/fetch-kernel.sh or make kernel)", err)
-	}
-	return repo
-}
+func needVM(t *testing.T) string { return testbed.NeedVM(t) }
 
-func buildBinary(t *testing.T, repo string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "livebootp")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmds/livebootp")
-	cmd.Dir = repo
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildBinary(t *testing.T, repo string) string { return testbed.BuildGo(t, repo, "./cmds/livebootp") }
 
 // bootOnce PXE-boots one VM through qemu's iPXE ROM from a fresh registry
 // and returns the time iPXE spent between its DHCP ACK and asking for its

@@ -28,6 +28,10 @@ const (
 	PhaseReported = "reported"
 )
 
+// ArchInit is the client kind (bootp/boot.ArchInit) of the init helper's
+// DHCP requests.
+const ArchInit = "livebootp-init"
+
 // MaxUnknown bounds how many unknown MACs are remembered.
 const MaxUnknown = 256
 
@@ -119,6 +123,14 @@ func (t *Tracker) DHCP(mac net.HardwareAddr, exchange, arch, bootFile string) {
 	defer t.mu.Unlock()
 	now := t.now()
 	h := t.host(mac)
+	name := nameOf(h)
+	if h != nil && arch == ArchInit {
+		// The booted kernel's init helper asking for its address is part
+		// of the boot under way, not a new one, and not a step back.
+		h.LastSeen, h.LastDHCP = now, exchange
+		h.LastMessage = "dhcp " + exchange + " (init helper)"
+		h = nil
+	}
 	if h != nil {
 		if (strings.HasPrefix(exchange, "DISCOVER") || strings.HasPrefix(exchange, "BOOTP")) && newBoot(h, now) {
 			h.BootCount++
@@ -137,7 +149,7 @@ func (t *Tracker) DHCP(mac net.HardwareAddr, exchange, arch, bootFile string) {
 	if bootFile != "" {
 		detail += " boot file " + bootFile
 	}
-	t.event(wire.Event{Time: now, MAC: strings.ToLower(mac.String()), Host: nameOf(h), Kind: "dhcp", Detail: detail})
+	t.event(wire.Event{Time: now, MAC: strings.ToLower(mac.String()), Host: name, Kind: "dhcp", Detail: detail})
 }
 
 // Fetch records a file served to a known host over TFTP or HTTP. phase is

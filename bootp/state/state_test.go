@@ -40,6 +40,9 @@ func TestBootLifecycle(t *testing.T) {
 	tr.Fetch(m, "http", "images/nginx/1/initrd.img", PhaseInitrd, 4<<20)
 	tr.Fetch(m, "http", "images/nginx/1/filesystem.squashfs", PhaseImage, 1<<20)
 	tr.Fetch(m, "http", "images/nginx/1/filesystem.squashfs", PhaseImage, 2<<20)
+	// The booted kernel's init helper asks for its address: same boot.
+	tr.DHCP(m, "DISCOVER→OFFER", ArchInit, "")
+	tr.DHCP(m, "REQUEST→ACK", ArchInit, "")
 	h := tr.Hosts()[0]
 	if h.BootCount != 1 || h.Phase != PhaseImage || h.ImageBytes != 3<<20 || h.ClientArch != "ipxe-bios" || h.Kernel.IsZero() {
 		t.Fatalf("after one boot: %+v", h)

@@ -62,6 +62,10 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fl.StringVar(&onlyModules, "only-modules", "", "comma-separated `MODULES`: the initrd's whole set, replacing the defaults")
 	fl.StringVar(&o.Compression, "compression", "", "squashfs `COMP`ressor: zstd, gzip, xz (default: zstd if the kernel reads it, else gzip)")
 	fl.StringVar(&o.Mksquashfs, "mksquashfs", "", "mksquashfs `PATH` (default: from $PATH)")
+	fl.Func("volume", "comma-separated absolute `DIRS` kept on persistent storage, besides the image's own VOLUMEs", func(v string) error {
+		o.Volumes = append(o.Volumes, splitList(v)...)
+		return nil
+	})
 	fl.Func("exclude", "comma-separated `GLOBS` (relative to the image root) to leave out of the squashfs,\nreplacing the default "+strings.Join(imagebuild.DefaultExclude, ",")+"; empty keeps everything", func(v string) error {
 		o.Exclude = append([]string{}, splitList(v)...)
 		return nil

@@ -30,6 +30,12 @@ type Scenario struct {
 	MAC      string
 	HostIP   netip.Addr
 	Cmdline  string // the host's cmdline-append
+	// ImagesDir, when set, is a registry images directory built beforehand
+	// (livebootp image build) and Image the NAME/VERSION to boot from it;
+	// otherwise Kernel and Initrd become the image vmtest/1.
+	ImagesDir string
+	Image     string
+	Keys      string // the host's authorized_keys file content
 	// RouterAdvertisements turns the registry's RA responder on.
 	RouterAdvertisements bool
 	RegistryLog          io.Writer // the registry's log (stderr); nil: Dir/registry.log only
@@ -44,24 +50,17 @@ type Scenario struct {
 
 // Setup writes the image, key and config files and creates the namespace.
 func (s *Scenario) Setup() error {
-	images := filepath.Join(s.Dir, "images", "vmtest", "1")
 	keys := filepath.Join(s.Dir, "keys")
 	tftpRoot := filepath.Join(s.Dir, "tftpboot")
-	for _, d := range []string{images, keys, tftpRoot} {
+	for _, d := range []string{keys, tftpRoot} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
-	if err := copyFile(s.Kernel, filepath.Join(images, wire.ImageKernel)); err != nil {
-		return fmt.Errorf("testbed: kernel: %w (run scripts/fetch-kernel.sh)", err)
-	}
-	initrd := filepath.Join(images, wire.ImageInitrd)
-	if s.Initrd != "" {
-		if err := copyFile(s.Initrd, initrd); err != nil {
+	if s.ImagesDir == "" {
+		if err := s.writeTestImage(); err != nil {
 			return err
 		}
-	} else if err := BuildVMInitrd(s.Repo, initrd); err != nil {
-		return err
 	}
 	if s.Loaders != "" {
 		ents, err := os.ReadDir(s.Loaders)
@@ -76,7 +75,10 @@ func (s *Scenario) Setup() error {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(keys, "default"), []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RrZXl0ZXN0a2V5dGVzdGtleXRlc3RrZXl0ZXN0 vmtest\n"), 0o644); err != nil {
+	if s.Keys == "" {
+		s.Keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RrZXl0ZXN0a2V5dGVzdGtleXRlc3RrZXl0ZXN0 vmtest\n"
+	}
+	if err := s.SetKeys(s.Keys); err != nil {
 		return err
 	}
 	s.Socket = filepath.Join(s.Dir, "admin.sock")
@@ -99,11 +101,11 @@ hosts:
   %s:
     hardware-ethernet: "%s"
     fixed-address: "%s"
-    image-name: vmtest/1
+    image-name: %s
     ssh-authorized-keys: default
     cmdline-append: "%s"
-`, s.Server.Addr(), s.Server.Masked(), s.Server.Addr(), s.Server.Addr(), tftpRoot, filepath.Join(s.Dir, "images"), keys,
-		s.Socket, s.RouterAdvertisements, s.HostName, s.MAC, s.HostIP, s.Cmdline)
+`, s.Server.Addr(), s.Server.Masked(), s.Server.Addr(), s.Server.Addr(), tftpRoot, s.ImagesDir, keys,
+		s.Socket, s.RouterAdvertisements, s.HostName, s.MAC, s.HostIP, s.Image, s.Cmdline)
 	if err := os.WriteFile(s.Config, []byte(cfg), 0o644); err != nil {
 		return err
 	}
@@ -113,6 +115,30 @@ hosts:
 	}
 	s.Net = n
 	return n.AddTap("tap0")
+}
+
+// writeTestImage makes the image vmtest/1 from Kernel and Initrd (the
+// vminit initrd when Initrd is empty).
+func (s *Scenario) writeTestImage() error {
+	s.ImagesDir, s.Image = filepath.Join(s.Dir, "images"), "vmtest/1"
+	images := filepath.Join(s.ImagesDir, "vmtest", "1")
+	if err := os.MkdirAll(images, 0o755); err != nil {
+		return err
+	}
+	if err := copyFile(s.Kernel, filepath.Join(images, wire.ImageKernel)); err != nil {
+		return fmt.Errorf("testbed: kernel: %w (run make kernel)", err)
+	}
+	initrd := filepath.Join(images, wire.ImageInitrd)
+	if s.Initrd != "" {
+		return copyFile(s.Initrd, initrd)
+	}
+	return BuildVMInitrd(s.Repo, initrd)
+}
+
+// SetKeys replaces the host's authorized_keys file on the registry.
+func (s *Scenario) SetKeys(content string) error {
+	s.Keys = content
+	return os.WriteFile(filepath.Join(s.Dir, "keys", "default"), []byte(content), 0o644)
 }
 
 // StartRegistry runs `livebootp serve` inside the namespace and waits until
@@ -169,9 +195,10 @@ func (s *Scenario) RegistryLogText() string {
 	return string(b)
 }
 
-// Boot starts the guest, PXE-booting through qemu's built-in iPXE ROM.
-func (s *Scenario) Boot(ctx context.Context, console io.Writer) (*VM, error) {
-	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir})
+// Boot starts the guest, PXE-booting through qemu's built-in iPXE ROM,
+// with the given raw disk images attached as virtio disks.
+func (s *Scenario) Boot(ctx context.Context, console io.Writer, disks ...string) (*VM, error) {
+	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir, Disks: disks})
 }
 
 // BootUEFI starts the guest under OVMF with no iPXE option ROM on its NIC,

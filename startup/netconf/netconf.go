@@ -9,6 +9,8 @@
 package netconf
 
 import (
+	"github.com/livebootp/livebootp/wire"
+
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +26,7 @@ import (
 
 // VendorClass is sent in DHCP option 60 so the registry can tell the init
 // helper's request from the firmware's and iPXE's.
-const VendorClass = "livebootp-init"
+const VendorClass = wire.VendorClassInit
 
 // Options tune Up. Zero values take the defaults in brackets.
 type Options struct {
