@@ -18,7 +18,9 @@ import (
 
 func needVM(t *testing.T) string { return testbed.NeedVM(t) }
 
-func buildBinary(t *testing.T, repo string) string { return testbed.BuildGo(t, repo, "./cmds/livebootp") }
+func buildBinary(t *testing.T, repo string) string {
+	return testbed.BuildGo(t, repo, "./cmds/livebootp")
+}
 
 // bootOnce PXE-boots one VM through qemu's iPXE ROM from a fresh registry
 // and returns the time iPXE spent between its DHCP ACK and asking for its
