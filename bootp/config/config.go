@@ -27,6 +27,10 @@ const (
 	DefaultConfigFile = DefaultConfigDir + "/config.yml"
 )
 
+// Off as the value of dhcp-listen, tftp-listen, http-listen or admin-socket
+// turns that server off.
+const Off = "off"
+
 // Config is a loaded, validated configuration. It is immutable once Load
 // returns it: a reload builds a new one and swaps it in whole.
 type Config struct {

@@ -516,6 +516,10 @@ func (w *walker) registryValue(k int, v int32) bool {
 			w.col.add(at, key+" is empty", "remove the line to use the default path")
 			return false
 		}
+		if k == rAdminSocket && s == Off {
+			r.AdminSocket = s
+			return true
+		}
 		if !filepath.IsAbs(s) {
 			s = filepath.Join(w.dir, s)
 		}

@@ -247,7 +247,10 @@ func broadcast(p netip.Prefix) netip.Addr {
 
 func listenProblem(key, s string) (string, string) {
 	def := map[string]string{"dhcp-listen": ":67", "tftp-listen": ":69", "http-listen": ":80"}[key]
-	fix := fmt.Sprintf("write HOST:PORT, e.g. %q for every address or \"10.0.0.1%s\"", def, def)
+	fix := fmt.Sprintf("write HOST:PORT, e.g. %q for every address or \"10.0.0.1%s\", or off", def, def)
+	if s == Off {
+		return "", ""
+	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return fmt.Sprintf("%s %q is not HOST:PORT", key, s), fix

@@ -22,7 +22,7 @@ import (
 )
 
 // off reports whether a listen setting turns its server off.
-func off(addr string) bool { return addr == "" || addr == "off" }
+func off(addr string) bool { return addr == "" || addr == config.Off }
 
 // server is one of the registry's servers, opened before any of them
 // serves so that a port already in use fails the start cleanly.
@@ -99,7 +99,10 @@ func (r *Registry) open(cfg *config.Config) ([]server, error) {
 		}
 	}
 	if !off(reg.TFTPListen) {
-		conn, err := net.ListenPacket("udp4", reg.TFTPListen)
+		// tftp.ListenPacket turns on IP_PKTINFO before binding, so even
+		// on a wildcard address each reply leaves from the address the
+		// client sent its request to.
+		conn, err := tftp.ListenPacket(context.Background(), "udp4", reg.TFTPListen)
 		if err != nil {
 			return out, fmt.Errorf("TFTP on %s (tftp-listen in %s): %w", reg.TFTPListen, cfg.File, err)
 		}
@@ -188,28 +191,30 @@ func (r *Registry) BootFile(cfg *config.Config, h *config.Host, c boot.Client) (
 
 // tftpHandler serves the TFTP tree: boot loaders from tftp-root, images
 // under images/, and each known host's generated pxelinux configuration.
-// Paths are resolved against the configuration of the moment.
+// Paths are resolved against the configuration of the moment, and arrive
+// cleaned by the tftp package.
 func (r *Registry) tftpHandler() tftp.Handler {
-	return tftp.HandlerFunc(func(req *tftp.Request) (io.ReaderAt, int64, error) {
+	var m tftp.Mux
+	m.Handle("", tftp.HandlerFunc(func(req *tftp.Request) (io.ReaderAt, int64, error) {
+		return tftp.Dir(r.Config().Registry.TFTPRoot).ServeTFTP(req)
+	}))
+	m.Handle("images/", tftp.HandlerFunc(func(req *tftp.Request) (io.ReaderAt, int64, error) {
+		return tftp.Dir(r.Config().Registry.ImagesDir).ServeTFTP(req)
+	}))
+	m.Handle("pxelinux.cfg/", tftp.HandlerFunc(func(req *tftp.Request) (io.ReaderAt, int64, error) {
 		cfg := r.Config()
-		p := strings.TrimPrefix(strings.ReplaceAll(req.Path, "\\", "/"), "/")
-		switch {
-		case strings.HasPrefix(p, "pxelinux.cfg/"):
-			mac, err := boot.ParseMAC(strings.TrimPrefix(p, "pxelinux.cfg/"))
-			if err != nil {
-				return nil, 0, tftp.ErrNotFound
-			}
-			h, ok := cfg.HostByMAC(mac)
-			if !ok {
-				return nil, 0, tftp.ErrNotFound
-			}
-			s := boot.PXELinuxConfig(cfg, h)
-			return strings.NewReader(s), int64(len(s)), nil
-		case strings.HasPrefix(p, "images/"):
-			return tftp.Dir(cfg.Registry.ImagesDir).ServeTFTP(&tftp.Request{Path: strings.TrimPrefix(p, "images/"), Remote: req.Remote, Options: req.Options})
+		mac, err := boot.ParseMAC(req.Path) // the Mux strips "pxelinux.cfg/"
+		if err != nil {
+			return nil, 0, tftp.ErrNotFound
 		}
-		return tftp.Dir(cfg.Registry.TFTPRoot).ServeTFTP(req)
-	})
+		h, ok := cfg.HostByMAC(mac)
+		if !ok {
+			return nil, 0, tftp.ErrNotFound
+		}
+		s := boot.PXELinuxConfig(cfg, h)
+		return strings.NewReader(s), int64(len(s)), nil
+	}))
+	return &m
 }
 
 // observeTFTP records what each known host fetched over TFTP.

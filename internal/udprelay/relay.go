@@ -32,13 +32,16 @@ type Relay struct {
 	wg    sync.WaitGroup
 	// MaxPeers bounds upstream sockets; datagrams from further clients are dropped.
 	MaxPeers int
+	// IdleTimeout frees a client's upstream socket and thread after this long without traffic.
+	IdleTimeout time.Duration
 }
 
 type peer struct {
-	client   netip.AddrPort
 	up       *net.UDPConn
+	done     chan struct{} // closed when the peer is expired
 	mu       sync.Mutex
 	upstream netip.AddrPort // where the client's datagrams go: target, then the server's TID
+	last     time.Time      // last datagram either way
 	toServer chan packet
 }
 
@@ -60,7 +63,7 @@ func New(listen string, target netip.AddrPort, delay time.Duration) (*Relay, err
 	}
 	_ = c.SetReadBuffer(4 << 20)
 	_ = c.SetWriteBuffer(4 << 20)
-	return &Relay{conn: c, target: target, delay: delay, peers: map[netip.AddrPort]*peer{}, MaxPeers: 1024}, nil
+	return &Relay{conn: c, target: target, delay: delay, peers: map[netip.AddrPort]*peer{}, MaxPeers: 1024, IdleTimeout: 30 * time.Second}, nil
 }
 
 // Addr is where clients send.
@@ -78,10 +81,14 @@ func (r *Relay) Serve(ctx context.Context) error {
 		r.mu.Unlock()
 	})
 	defer stop()
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
-		r.release(ctx, toClients, func(p packet) { r.conn.WriteToUDPAddrPort(p.data, p.to) })
+		r.release(ctx, nil, toClients, func(p packet) { r.conn.WriteToUDPAddrPort(p.data, p.to) })
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.expire(ctx)
 	}()
 	defer r.wg.Wait()
 
@@ -100,6 +107,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 		}
 		p.mu.Lock()
 		to := p.upstream
+		p.last = time.Now()
 		p.mu.Unlock()
 		select {
 		case p.toServer <- packet{time.Now().Add(r.delay), append([]byte(nil), buf[:n]...), to}:
@@ -127,12 +135,12 @@ func (r *Relay) peer(ctx context.Context, client netip.AddrPort, toClients chan 
 	}
 	_ = up.SetReadBuffer(4 << 20)
 	_ = up.SetWriteBuffer(4 << 20)
-	p := &peer{client: client, up: up, upstream: r.target, toServer: make(chan packet, 65536)}
+	p := &peer{up: up, done: make(chan struct{}), upstream: r.target, last: time.Now(), toServer: make(chan packet, 65536)}
 	r.peers[client] = p
 	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
-		r.release(ctx, p.toServer, func(pk packet) { up.WriteToUDPAddrPort(pk.data, pk.to) })
+		r.release(ctx, p.done, p.toServer, func(pk packet) { up.WriteToUDPAddrPort(pk.data, pk.to) })
 	}()
 	go func() {
 		defer r.wg.Done()
@@ -147,6 +155,7 @@ func (r *Relay) peer(ctx context.Context, client netip.AddrPort, toClients chan 
 			}
 			p.mu.Lock()
 			p.upstream = from
+			p.last = time.Now()
 			p.mu.Unlock()
 			select {
 			case toClients <- packet{time.Now().Add(r.delay), append([]byte(nil), buf[:n]...), client}:
@@ -160,7 +169,7 @@ func (r *Relay) peer(ctx context.Context, client netip.AddrPort, toClients chan 
 // release sends each packet when it is due. Delays are equal, so arrival order is due order.
 // Go timers round sub-millisecond waits up to about a millisecond, which would turn a 0.1 ms
 // delay into 1 ms; preciseSleep blocks this goroutine's own thread instead.
-func (r *Relay) release(ctx context.Context, q chan packet, send func(packet)) {
+func (r *Relay) release(ctx context.Context, done chan struct{}, q chan packet, send func(packet)) {
 	unlock := lockThreadPrecise()
 	defer unlock()
 	for {
@@ -169,10 +178,37 @@ func (r *Relay) release(ctx context.Context, q chan packet, send func(packet)) {
 		case p = <-q:
 		case <-ctx.Done():
 			return
+		case <-done:
+			return
 		}
 		if d := time.Until(p.due); d > 0 {
 			preciseSleep(d)
 		}
 		send(p)
+	}
+}
+
+// expire frees peers that have been idle for IdleTimeout.
+func (r *Relay) expire(ctx context.Context) {
+	t := time.NewTicker(max(r.IdleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		for client, p := range r.peers {
+			p.mu.Lock()
+			idle := time.Since(p.last) > r.IdleTimeout
+			p.mu.Unlock()
+			if idle {
+				delete(r.peers, client)
+				close(p.done)
+				p.up.Close()
+			}
+		}
+		r.mu.Unlock()
 	}
 }
