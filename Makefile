@@ -51,3 +51,14 @@ fmt:
 
 clean:
 	rm -rf bin build/tftpboot
+
+# The seed's own example as a real image: a Debian bookworm rootfs
+# (mmdebstrap; systemd, openssh-server, nginx; cached in build/debian)
+# built into nginx-web-server/test and PXE-booted in qemu with its console
+# on the terminal, until nginx answers and `ssh root@` logs in with the
+# registry's key. Slow (first run ~3 min), so not part of `make test`.
+# The test builds livebootp and livebootp-init itself; needs root,
+# qemu-system-x86, mmdebstrap, openssh-client and curl.
+.PHONY: demo-debian
+demo-debian: kernel
+	LIVEBOOTP_DEBIAN_VM=1 LIVEBOOTP_CONSOLE=1 $(GO) test -count=1 -v -timeout 20m -run '^TestVMDebianNginx$$' ./startup

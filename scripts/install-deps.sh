@@ -7,7 +7,7 @@ pkgs=(
 	ipxe ipxe-qemu pxelinux syslinux-common # boot loaders served, and qemu's iPXE ROM
 	iproute2 nftables kmod cpio zstd        # namespaces, loss injection, modules, initrds
 	busybox-static atftp curl               # real DHCP/TFTP/HTTP clients in tests
-	squashfs-tools                          # image builds
+	squashfs-tools mmdebstrap openssh-client # image builds, the Debian demo image
 	tftpd-hpa dnsmasq-base kea-dhcp4-server kea-admin nginx-light # benchmark peers (perfdhcp is in kea-admin)
 )
 missing=()

@@ -39,6 +39,7 @@ type Scenario struct {
 	// RouterAdvertisements turns the registry's RA responder on.
 	RouterAdvertisements bool
 	RegistryLog          io.Writer // the registry's log (stderr); nil: Dir/registry.log only
+	MemoryMB             int       // guest RAM; 0 is StartVM's default
 
 	Net     *Net
 	Config  string // path of the written config.yml
@@ -198,14 +199,14 @@ func (s *Scenario) RegistryLogText() string {
 // Boot starts the guest, PXE-booting through qemu's built-in iPXE ROM,
 // with the given raw disk images attached as virtio disks.
 func (s *Scenario) Boot(ctx context.Context, console io.Writer, disks ...string) (*VM, error) {
-	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir, Disks: disks})
+	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, MemoryMB: s.MemoryMB, Console: console, Dir: s.Dir, Disks: disks})
 }
 
 // BootUEFI starts the guest under OVMF with no iPXE option ROM on its NIC,
 // so the firmware's own PXE client (TFTP) boots: the path real UEFI
 // machines take.
 func (s *Scenario) BootUEFI(ctx context.Context, console io.Writer) (*VM, error) {
-	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, Console: console, Dir: s.Dir, UEFI: true, NICROM: "none"})
+	return StartVM(ctx, VMOptions{Net: s.Net, Tap: "tap0", MAC: s.MAC, MemoryMB: s.MemoryMB, Console: console, Dir: s.Dir, UEFI: true, NICROM: "none"})
 }
 
 // Close stops the registry and deletes the namespace.
