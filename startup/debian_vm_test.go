@@ -94,13 +94,7 @@ func TestVMDebianNginx(t *testing.T) {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
-	if err := s.Setup(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.StartRegistry(ctx); err != nil {
-		t.Fatal(err)
-	}
+	testbed.Start(t, ctx, s)
 	disk := filepath.Join(dir, "disk.raw")
 	sparseDisk(t, disk, 1<<30)
 
@@ -167,7 +161,7 @@ func bootDebian(t *testing.T, ctx context.Context, s *testbed.Scenario, disk, ke
 	b := &debianBoot{vm: vm}
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("%s\nconsole tail:\n%s\nregistry log tail:\n%s", fmt.Sprintf(format, args...), vm.Console.Tail(40), tail(s.RegistryLogText(), 20))
+		t.Fatalf("%s\nconsole tail:\n%s\nregistry log tail:\n%s", fmt.Sprintf(format, args...), vm.Console.Tail(40), s.RegistryLogTail(20))
 	}
 
 	// nginx and ssh are polled from the registry's namespace from power-on
@@ -284,9 +278,9 @@ func buildDebianImage(t *testing.T, repo, bin, initBin, out string, tee io.Write
 		cmd.Stdout, cmd.Stderr = io.MultiWriter(&buf, tee), io.MultiWriter(&buf, tee)
 	}
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("images/debian/build.sh: %v\n%s", err, tail(buf.String(), 40))
+		t.Fatalf("images/debian/build.sh: %v\n%s", err, testbed.Tail(buf.String(), 40))
 	}
-	t.Logf("image ready in %.1f s: %s", time.Since(start).Seconds(), tail(buf.String(), 1))
+	t.Logf("image ready in %.1f s: %s", time.Since(start).Seconds(), testbed.Tail(buf.String(), 1))
 }
 
 // pollNS runs a command in the registry's namespace every half second

@@ -113,11 +113,8 @@ func bootTarget(t *testing.T, ctx context.Context, s *testbed.Scenario, disks ..
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
-	if _, at, err := vm.Console.WaitFor(ctx, "TARGET: done", 4*time.Minute); err != nil {
-		t.Fatalf("%v\nregistry log tail:\n%s", err, tail(s.RegistryLogText(), 20))
-	} else {
-		t.Logf("image init done %.1f s after power-on", at.Seconds())
-	}
+	at := testbed.Wait(t, ctx, s, vm, "TARGET: done", 4*time.Minute)
+	t.Logf("image init done %.1f s after power-on", at.Seconds())
 	if err := vm.Wait(time.Minute); err != nil {
 		t.Errorf("guest did not power off: %v", err)
 	}
@@ -132,14 +129,6 @@ func bootTarget(t *testing.T, ctx context.Context, s *testbed.Scenario, disks ..
 		}
 	}
 	return b
-}
-
-func tail(s string, n int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
 }
 
 func sparseDisk(t *testing.T, path string, size int64) {
@@ -184,13 +173,7 @@ func TestVMTargetBoots(t *testing.T) {
 		ImagesDir: filepath.Join(dir, "images"), Image: "busybox/1", Keys: keys1,
 	}
 	os.MkdirAll(s.Dir, 0o755)
-	t.Cleanup(s.Close)
-	if err := s.Setup(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.StartRegistry(ctx); err != nil {
-		t.Fatal(err)
-	}
+	testbed.Start(t, ctx, s)
 	disk := filepath.Join(dir, "disk.raw")
 	sparseDisk(t, disk, 256<<20)
 

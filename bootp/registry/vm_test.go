@@ -37,22 +37,13 @@ func bootOnce(t *testing.T, repo, bin string, ra bool, tag string) time.Duration
 		Cmdline: "console=ttyS0 panic=-1", RouterAdvertisements: ra, RegistryLog: &regLog,
 		Loaders: filepath.Join(repo, "build", "tftpboot"),
 	}
-	t.Cleanup(s.Close)
-	if err := s.Setup(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.StartRegistry(ctx); err != nil {
-		t.Fatal(err)
-	}
+	testbed.Start(t, ctx, s)
 	vm, err := s.Boot(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
-	_, at, err := vm.Console.WaitFor(ctx, testbed.VMInitMarker, 3*time.Minute)
-	if err != nil {
-		t.Fatalf("%v\nregistry log:\n%s", err, s.RegistryLogText())
-	}
+	at := testbed.Wait(t, ctx, s, vm, testbed.VMInitMarker, 3*time.Minute)
 	line, _, err := vm.Console.WaitFor(ctx, "LIVEBOOTP-VMINIT: cmdline:", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -147,22 +138,13 @@ func TestVMUEFIPXEBoot(t *testing.T) {
 		Cmdline: "console=ttyS0 panic=-1", RouterAdvertisements: true,
 		Loaders: filepath.Join(repo, "build", "tftpboot"),
 	}
-	t.Cleanup(s.Close)
-	if err := s.Setup(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.StartRegistry(ctx); err != nil {
-		t.Fatal(err)
-	}
+	testbed.Start(t, ctx, s)
 	vm, err := s.BootUEFI(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
-	_, at, err := vm.Console.WaitFor(ctx, testbed.VMInitMarker, 4*time.Minute)
-	if err != nil {
-		t.Fatalf("%v\nregistry log:\n%s", err, s.RegistryLogText())
-	}
+	at := testbed.Wait(t, ctx, s, vm, testbed.VMInitMarker, 4*time.Minute)
 	t.Logf("UEFI PXE: init reached %.1f s after power-on", at.Seconds())
 	hosts, err := s.Client().Hosts()
 	if err != nil {

@@ -196,6 +196,18 @@ func (s *Scenario) RegistryLogText() string {
 	return string(b)
 }
 
+// RegistryLogTail is the registry log's last n lines.
+func (s *Scenario) RegistryLogTail(n int) string { return Tail(s.RegistryLogText(), n) }
+
+// Tail is the last n lines of text.
+func Tail(text string, n int) string {
+	l := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
 // Boot starts the guest, PXE-booting through qemu's built-in iPXE ROM,
 // with the given raw disk images attached as virtio disks.
 func (s *Scenario) Boot(ctx context.Context, console io.Writer, disks ...string) (*VM, error) {

@@ -1,10 +1,12 @@
 package testbed
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // NeedVM skips the test (or, in CI, fails it: CI installs everything, so a
@@ -48,4 +50,29 @@ func BuildGo(t testing.TB, repo, pkg string) string {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin
+}
+
+// Start sets s up and starts its registry, failing t on error. The
+// scenario is torn down when the test ends.
+func Start(t testing.TB, ctx context.Context, s *Scenario) {
+	t.Helper()
+	t.Cleanup(s.Close)
+	if err := s.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartRegistry(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Wait waits for want on the VM's console and returns when it appeared
+// (since power-on); on a time-out it fails t with the console's and the
+// registry's last lines.
+func Wait(t testing.TB, ctx context.Context, s *Scenario, vm *VM, want string, timeout time.Duration) time.Duration {
+	t.Helper()
+	_, at, err := vm.Console.WaitFor(ctx, want, timeout)
+	if err != nil {
+		t.Fatalf("%v\nregistry log (last lines):\n%s", err, s.RegistryLogTail(20))
+	}
+	return at
 }
