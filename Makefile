@@ -3,6 +3,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/livebootp
+INIT     := bin/livebootp-init
 LOADERS  := build/tftpboot
 KERNEL   := build/kernel/vmlinuz
 
@@ -10,10 +11,14 @@ KERNEL   := build/kernel/vmlinuz
 
 all: build
 
-build: $(BIN)
+# livebootp-init sits next to livebootp: `livebootp image build` takes it from there.
+build: $(BIN) $(INIT)
 
 $(BIN): $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmds/livebootp
+
+$(INIT): $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmds/livebootp-init
 
 deps:
 	scripts/install-deps.sh
