@@ -196,16 +196,27 @@ cpu_ticks() {
 }
 
 # step NAME RATE: one perfdhcp run; prints
-# "rate dora_per_s loss_pct p50_ms p99_ms cpu_us_per_dora". The server's CPU
-# time per completed exchange is the figure background load disturbs least.
+# "rate dora_per_s loss_pct cpu_us_per_dora client_cpu_pct p50_ms p99_ms".
+# The server's CPU time per completed exchange is the figure background
+# load disturbs least.
 step() {
-	local out=$work/perfdhcp-$1-$2.out t0 t1
+	local out=$work/perfdhcp-$1-$2.out t0 t1 pid c=0 c0 w0 w1
 	t0=$(cpu_ticks "$server_pid")
 	ip netns exec "$cli_ns" nice -n "$NICE" taskset -c 1 perfdhcp -4 -l $CLI_ADDR -r "$2" -p "$STEP_SECONDS" \
-		-M "$work/macs" -R $HOSTS -x t $SRV_ADDR >"$out" 2>&1 || true
+		-M "$work/macs" -R $HOSTS -W 300000 -x t $SRV_ADDR >"$out" 2>&1 &
+	pid=$!
+	w0=$(date +%s%N)
+	# perfdhcp's own CPU (sampled until it exits): near 100% means the
+	# client, not the server, sets the ceiling.
+	c0=$(cpu_ticks "$pid")
+	while kill -0 "$pid" 2>/dev/null; do
+		c=$(cpu_ticks "$pid")
+		sleep 0.1
+	done
+	wait "$pid" || true
+	w1=$(date +%s%N)
 	t1=$(cpu_ticks "$server_pid")
-	awk -v rate="$2" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
-		/^Rate:/ { dora = $2 }
+	awk -v rate="$2" -v secs="$STEP_SECONDS" -v ticks=$((t1 - t0)) -v cticks=$((c - c0)) -v wall=$(((w1 - w0) / 1000000)) -v hz="$(getconf CLK_TCK)" '
 		/^\*\*\*Statistics for: DISCOVER-OFFER/ { sec = "DO" }
 		/^\*\*\*Statistics for: REQUEST-ACK/ { sec = "RA" }
 		/^sent packets:/ { if (sec == "DO") sent = $3 }
@@ -215,7 +226,7 @@ step() {
 			loss = sent > 0 ? 100 * (sent - acked) / sent : 100
 			if (loss < 0) loss = 0
 			cpu = acked > 0 ? ticks * 1e6 / hz / acked : 0
-			printf "%s %.0f %.4f %.1f", rate, dora, loss, cpu
+			printf "%s %.0f %.4f %.1f %.0f", rate, acked / secs, loss, cpu, 100 * cticks / hz / (wall / 1000)
 		}' "$out" 2>"$out.lat"
 	sort -n "$out.lat" | awk '{ v[NR] = $1 } END {
 		if (NR == 0) { print " - -"; exit }
@@ -230,16 +241,16 @@ step() {
 # on all servers alike.
 declare -A zero max saturated short
 for s in $SERVERS; do zero[$s]=0; max[$s]=0; : >"$work/rows-$s"; : >"$work/cpu-$s"; done
-printf "%-10s %8s %10s %8s %9s %9s %12s\n" server rate "DORA/s" "loss%" "p50 ms" "p99 ms" "cpu us/DORA"
+printf "%-10s %8s %10s %8s %9s %9s %12s %11s\n" server rate "DORA/s" "loss%" "p50 ms" "p99 ms" "cpu us/DORA" "perfdhcp %"
 for r in $RATES; do
 	for s in $SERVERS; do
 		[ -z "${saturated[$s]:-}" ] || continue
 		start_server "$s"
 		sleep "${SETTLE:-0.3}"
-		read -r rate dora loss cpu p50 p99 < <(step "$s" "$r")
+		read -r rate dora loss cpu ccpu p50 p99 < <(step "$s" "$r")
 		stop_server
-		printf "%-10s %8s %10s %8s %9s %9s %12s\n" "$s" "$rate" "$dora" "$loss" "$p50" "$p99" "$cpu" | tee -a "$work/rows-$s"
-		if awk -v l="$loss" -v z="$ZERO_LOSS" 'BEGIN{exit !(l <= z)}'; then echo "$cpu" >>"$work/cpu-$s"; fi
+		printf "%-10s %8s %10s %8s %9s %9s %12s %11s\n" "$s" "$rate" "$dora" "$loss" "$p50" "$p99" "$cpu" "$ccpu" | tee -a "$work/rows-$s"
+		if awk -v l="$loss" 'BEGIN{exit !(l <= 1)}'; then echo "$cpu" >>"$work/cpu-$s"; fi
 		if awk -v l="$loss" -v z="$ZERO_LOSS" 'BEGIN{exit !(l <= z)}' && ((dora > zero[$s])); then zero[$s]=$dora; fi
 		if ((dora > max[$s])); then max[$s]=$dora; fi
 		# Saturated: more than 10% lost or well short of the asked rate,
@@ -255,13 +266,13 @@ done
 for s in $SERVERS; do
 	echo
 	echo "== $s =="
-	printf "%-10s %8s %10s %8s %9s %9s %12s\n" server rate "DORA/s" "loss%" "p50 ms" "p99 ms" "cpu us/DORA"
+	printf "%-10s %8s %10s %8s %9s %9s %12s %11s\n" server rate "DORA/s" "loss%" "p50 ms" "p99 ms" "cpu us/DORA" "perfdhcp %"
 	cat "$work/rows-$s"
 done
 
 echo
 echo "== summary (1000 reserved hosts, perfdhcp as relay, server pinned to core 0) =="
-# median CPU per exchange over the zero-loss steps
+# median CPU per exchange over the steps with at most 1% loss
 declare -A cpu
 for s in $SERVERS; do
 	cpu[$s]=$(sort -n "$work/cpu-$s" 2>/dev/null | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : 0 }')
