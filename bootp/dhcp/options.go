@@ -223,7 +223,20 @@ func (h *Handler) lease(req *dhcpv4.DHCPv4, cfg *config.Config, p *netParams, a 
 		a.bootFile = file
 		mods = append(mods, withBootFile(req, p, file, true, a.client.HTTPClient))
 	}
+	if a.client.IPXE && mt == dhcpv4.MessageTypeOffer {
+		mods = append(mods, withNoProxyDHCP)
+	}
 	return build(req, mods...)
+}
+
+// ipxeNoProxyDHCP is iPXE's encapsulated option 175, sub-option 176
+// ("no-pxedhcp") set to 1. Holding an OFFER, iPXE otherwise waits up to
+// a few seconds for a ProxyDHCP offer in case a separate PXE server exists;
+// in normal mode the registry is that server, so there is none to wait for.
+var ipxeNoProxyDHCP = []byte{176, 1, 1}
+
+func withNoProxyDHCP(d *dhcpv4.DHCPv4) {
+	setOpt(d, dhcpv4.GenericOptionCode(175), ipxeNoProxyDHCP)
 }
 
 func (h *Handler) bootFile(cfg *config.Config, a *answer) string {

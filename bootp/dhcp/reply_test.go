@@ -435,6 +435,18 @@ func TestReply(t *testing.T) {
 			checks: []check{isType(dhcpv4.MessageTypeAck), fileHas("http://"), fileHas(scriptURL)},
 		},
 		{
+			name:   "iPXE's OFFER tells it not to wait for ProxyDHCP (175.176 no-pxedhcp)",
+			mods:   []dhcpv4.Modifier{msgType(dhcpv4.MessageTypeDiscover), withArch(iana.INTEL_X86PC), withIPXE},
+			answer: true,
+			checks: []check{isType(dhcpv4.MessageTypeOffer), hasOpt(dhcpv4.GenericOptionCode(175), []byte{176, 1, 1})},
+		},
+		{
+			name:   "firmware PXE gets no iPXE options",
+			mods:   []dhcpv4.Modifier{msgType(dhcpv4.MessageTypeDiscover), withArch(iana.INTEL_X86PC)},
+			answer: true,
+			checks: []check{noOpt(dhcpv4.GenericOptionCode(175))},
+		},
+		{
 			name: "UEFI HTTP boot gets a URL and HTTPClient echoed",
 			mods: []dhcpv4.Modifier{msgType(dhcpv4.MessageTypeDiscover), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP)),
 				withClass("HTTPClient:Arch:00016:UNDI:003001"), prlPXE},
