@@ -1,6 +1,8 @@
 package dhcp
 
 import (
+	"github.com/livebootp/livebootp/internal/syncbuf"
+
 	"bytes"
 	"log/slog"
 	"net"
@@ -9,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -77,37 +78,12 @@ func newConfig(t testing.TB, root string, edit func(*config.Registry)) *config.C
 	return cfg
 }
 
-// syncBuffer collects log lines written by a serving goroutine while the
-// test reads them.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
-}
-
 // testEnv is a handler over a test configuration, logging into a buffer
 // the test may read, with a tracker and a clock the test controls.
 type testEnv struct {
 	h     *Handler
 	cfg   *config.Config
-	logs  *syncBuffer
+	logs  *syncbuf.Buffer
 	track *state.Tracker
 	now   *time.Time
 }
@@ -118,7 +94,7 @@ func newEnv(t testing.TB, edit func(*config.Registry)) *testEnv {
 	cfg := newConfig(t, root, edit)
 	var be ConfigPointer
 	be.Store(cfg)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	env := &testEnv{cfg: cfg, logs: logs, now: &now}
 	env.track = state.New(100, func() time.Time { return *env.now })

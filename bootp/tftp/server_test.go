@@ -1,6 +1,8 @@
 package tftp
 
 import (
+	"github.com/livebootp/livebootp/internal/syncbuf"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -56,27 +58,10 @@ type observed struct {
 type testServer struct {
 	addr netip.AddrPort
 	srv  *Server
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 
 	mu  sync.Mutex
 	obs []observed
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func (ts *testServer) observed() []observed {
@@ -105,7 +90,7 @@ func startServer(t testing.TB, listen string, h Handler, configure func(*Server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{log: &syncBuffer{}}
+	ts := &testServer{log: &syncbuf.Buffer{}}
 	ts.srv = &Server{
 		Handler: h,
 		Log:     slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -1,7 +1,8 @@
 package netconf
 
 import (
-	"bytes"
+	"github.com/livebootp/livebootp/internal/syncbuf"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -26,24 +26,7 @@ const helperEnv = "LIVEBOOTP_NETCONF_HELPER"
 type testNet struct {
 	t              *testing.T
 	server, client string
-	dnsmasqLog     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	dnsmasqLog     *syncbuf.Buffer
 }
 
 func run(t *testing.T, args ...string) string {
@@ -80,7 +63,7 @@ func setup(t *testing.T, tag string, withServer bool) *testNet {
 		t.Skip("needs dnsmasq (dnsmasq-base)")
 	}
 	dir := t.TempDir()
-	n.dnsmasqLog = &syncBuffer{}
+	n.dnsmasqLog = &syncbuf.Buffer{}
 	cmd := exec.Command("ip", "netns", "exec", n.server, dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null",
 		"--port=0", "--interface=vs", "--bind-interfaces", "--pid-file="+filepath.Join(dir, "pid"),
 		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--log-dhcp", "--log-facility=-",
