@@ -100,16 +100,9 @@ func (t ModuleTree) Resolve(want []string) (*ModuleSet, error) {
 	set := &ModuleSet{}
 	state := map[string]int{} // 1 visiting, 2 done
 	var visit func(name string) error
-	visit = func(name string) error {
-		if state[name] != 0 {
-			return nil // done, or a cycle (soft dependencies may form one): break it
-		}
-		state[name] = 1
-		m := ix.mods[name]
-		if err := t.readModinfo(ix, m); err != nil {
-			return err
-		}
-		for _, p := range m.Pre {
+	// visitSoft visits the modules that softdep names (aliases allowed).
+	visitSoft := func(names []string) error {
+		for _, p := range names {
 			ns, err := ix.lookupScan(p)
 			if err != nil {
 				return err
@@ -119,6 +112,20 @@ func (t ModuleTree) Resolve(want []string) (*ModuleSet, error) {
 					return err
 				}
 			}
+		}
+		return nil
+	}
+	visit = func(name string) error {
+		if state[name] != 0 {
+			return nil // done, or a cycle (soft dependencies may form one): break it
+		}
+		state[name] = 1
+		m := ix.mods[name]
+		if err := t.readModinfo(ix, m); err != nil {
+			return err
+		}
+		if err := visitSoft(m.Pre); err != nil {
+			return err
 		}
 		// modules.dep lists the deepest dependency last, modprobe loads
 		// the list back to front; visiting in that order keeps ours alike.
@@ -136,16 +143,8 @@ func (t ModuleTree) Resolve(want []string) (*ModuleSet, error) {
 		}
 		state[name] = 2
 		set.Modules = append(set.Modules, *m)
-		for _, p := range m.Post {
-			ns, err := ix.lookupScan(p)
-			if err != nil {
-				return err
-			}
-			for _, n := range ns {
-				if err := visit(n); err != nil {
-					return err
-				}
-			}
+		if err := visitSoft(m.Post); err != nil {
+			return err
 		}
 		return nil
 	}
