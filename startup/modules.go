@@ -48,6 +48,7 @@ func loadModules(s *State) error {
 		mu     sync.Mutex
 		wg     sync.WaitGroup
 		errs   []string
+		absent []string
 		loaded int
 	)
 	for i, f := range plan.Order {
@@ -63,15 +64,24 @@ func loadModules(s *State) error {
 			err := s.LoadModule(filepath.Join(dir, f))
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case errors.Is(err, unix.ENODEV):
+				// A driver for hardware (or a CPU feature, such as
+				// crc32c_intel without SSE4.2) this machine lacks.
+				absent = append(absent, moduleName(f))
+			case err != nil:
 				errs = append(errs, fmt.Sprintf("%s: %v", moduleName(f), err))
-				return
+			default:
+				loaded++
 			}
-			loaded++
 		}()
 	}
 	wg.Wait()
 	s.infof("%d loaded for %s", loaded, s.KernelRelease)
+	if len(absent) > 0 {
+		sort.Strings(absent)
+		s.debugf("no device for: %s", strings.Join(absent, " "))
+	}
 	if len(plan.Missing) > 0 {
 		s.debugf("not found, built in or absent: %s", strings.Join(plan.Missing, " "))
 	}
