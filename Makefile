@@ -35,7 +35,7 @@ loaders: deps
 # A registry in a throwaway network namespace and a qemu VM that PXE-boots
 # from it through its own iPXE ROM; the VM's console is printed as it boots.
 demo: build kernel loaders
-	$(GO) run ./cmds/demo -binary $(BIN) -loaders $(LOADERS)
+	$(GO) run ./cmds/demo -binary $(BIN) -init $(INIT) -loaders $(LOADERS)
 
 # Every test: unit, network-namespace, fuzz seeds and VM tests (root).
 test: kernel loaders

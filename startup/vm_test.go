@@ -17,85 +17,11 @@ import (
 	"github.com/livebootp/livebootp/wire"
 )
 
-// targetInit is the image's /sbin/init: it prints what the init helper set
-// up, counts boots in a VOLUME, and powers off so qemu exits.
-const targetInit = `#!/bin/sh
-mount -t proc proc /proc 2>/dev/null
-echo "TARGET: init reached"
-echo "TARGET: hostname=$(hostname) etc=$(cat /etc/hostname)"
-echo "TARGET: authorized_keys=$(tr '\n' '|' < /root/.ssh/authorized_keys)"
-echo "TARGET: hostkey=$(cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub)"
-n=$(cat /srv/data/boots 2>/dev/null || echo 0)
-n=$((n+1))
-echo $n > /srv/data/boots
-echo "TARGET: boots=$n"
-echo "TARGET: startupd=$(cat /etc/startupd-ran 2>/dev/null)"
-echo "TARGET: done"
-sync
-poweroff -f
-`
-
-const startupScript = `#!/bin/sh
-. "$LIVEBOOTP_FUNCTIONS"
-info "test startup script running"
-echo "ran as $(id -u) with hostname $(cat /etc/hostname)" > /etc/startupd-ran
-`
-
-// buildTargetImage makes a busybox root filesystem with the test kernel and
-// its modules, and runs `livebootp image build` on it.
+// buildTargetImage builds testbed's busybox image as busybox/1.
 func buildTargetImage(t *testing.T, repo, bin, initBin, out string) {
 	t.Helper()
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Fatalf("needs busybox (Debian package busybox-static): %v", err)
-	}
-	root := filepath.Join(t.TempDir(), "rootfs")
-	kdir := filepath.Dir(testbed.KernelPath(repo))
-	kver, err := os.ReadFile(filepath.Join(kdir, "version"))
-	if err != nil {
-		t.Fatalf("kernel version: %v (make kernel)", err)
-	}
-	v := strings.TrimSpace(string(kver))
-	for _, d := range []string{"bin", "sbin", "etc/ssh", "etc/livebootp/startup.d", "root", "proc", "sys", "dev", "run", "tmp", "srv/data", "boot", "lib/modules", "var/log"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyTo := func(src, dst string, mode os.FileMode) {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyTo(busybox, filepath.Join(root, "bin", "busybox"), 0o755)
-	for _, a := range []string{"sh", "mount", "cat", "cut", "tr", "hostname", "echo", "id", "poweroff", "sync", "ls", "mkdir", "cp", "sleep", "mke2fs", "grep", "sed", "wget", "test", "["} {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.WriteFile(filepath.Join(root, "sbin", "init"), []byte(targetInit), 0o755)
-	os.WriteFile(filepath.Join(root, "etc", "livebootp", "startup.d", "10-test"), []byte(startupScript), 0o755)
-	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "etc", "shadow"), []byte("root:*:19000:0:99999:7:::\n"), 0o600)
-	os.WriteFile(filepath.Join(root, "srv", "data", "from-image"), []byte("shipped in the image\n"), 0o644)
-	copyTo(testbed.KernelPath(repo), filepath.Join(root, "boot", "vmlinuz-"+v), 0o644)
-	// The modules: hard-linked, not copied (400 MB), where the file system
-	// allows; left out of the squashfs below, since the initrd carries
-	// what the init loads.
-	src, dst := filepath.Join(kdir, "lib", "modules", v), filepath.Join(root, "lib", "modules", v)
-	if err := exec.Command("cp", "-al", src, dst).Run(); err != nil {
-		os.RemoveAll(dst)
-		if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
-			t.Fatalf("copying the modules: %v %s", err, out)
-		}
-	}
-	cmd := exec.Command(bin, "image", "build", "--name", "busybox", "--version", "1", "--from", root, "--out", out,
-		"--init", initBin, "--volume", "/srv/data", "--exclude", "boot/*,lib/modules/*", "-q")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("livebootp image build: %v\n%s", err, o)
+	if err := testbed.BuildBusyboxImage(repo, bin, initBin, t.TempDir(), out); err != nil {
+		t.Fatal(err)
 	}
 }
 
