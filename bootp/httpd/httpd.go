@@ -12,6 +12,7 @@
 package httpd
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -111,6 +112,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// fake, and a deadline in its past would fail every write.
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), status: http.StatusOK}
+	rec.conn, _ = r.Context().Value(lbxConnKey{}).(net.Conn)
 	if h.WriteTimeout > 0 {
 		// Errors mean the writer has no deadlines (httptest); nothing to do.
 		_ = rec.rc.SetWriteDeadline(start.Add(h.WriteTimeout))
@@ -172,6 +174,7 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, lbxConnKey{}, c) },
 	}
 	if hh, ok := h.(*Handler); ok && hh.Log != nil {
 		s.ErrorLog = slog.NewLogLogger(hh.Log.Handler(), slog.LevelWarn)
@@ -204,3 +207,5 @@ func hostOf(cfg *config.Config, r *http.Request) (*config.Host, bool) {
 	}
 	return cfg.HostByAddress(a)
 }
+
+type lbxConnKey struct{}

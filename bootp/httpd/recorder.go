@@ -2,6 +2,10 @@ package httpd
 
 import (
 	"io"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
 	"net/http"
 	"time"
 )
@@ -28,6 +32,7 @@ type recorder struct {
 	// stall, when set, makes ReadFrom send in pieces of chunk bytes and push
 	// the write deadline forward before each: a download that progresses
 	// never times out, one that stalls does.
+	conn  net.Conn
 	stall time.Duration
 	chunk int64
 }
@@ -60,7 +65,18 @@ func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 		r.bytes += n
 		return n, err
 	}
-	if r.stall <= 0 {
+	if os.Getenv("LBX_CORK") == "1" {
+		if c, ok := r.conn.(*net.TCPConn); ok {
+			if sc, err := c.SyscallConn(); err == nil {
+				sc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1) })
+				defer sc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 0) })
+			}
+		}
+	}
+	if v, _ := strconv.ParseInt(os.Getenv("LBX_CHUNK"), 10, 64); v > 0 {
+		r.chunk = v
+	}
+	if r.stall <= 0 || os.Getenv("LBX_NOSTALL") == "1" {
 		n, err := rf.ReadFrom(src)
 		r.bytes += n
 		return n, err
