@@ -111,8 +111,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Deadlines and durations use the real clock: h.Now may be a test's
 	// fake, and a deadline in its past would fail every write.
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), status: http.StatusOK}
-	rec.conn, _ = r.Context().Value(lbxConnKey{}).(net.Conn)
+	rec := newRecorder(w, r)
 	if h.WriteTimeout > 0 {
 		// Errors mean the writer has no deadlines (httptest); nothing to do.
 		_ = rec.rc.SetWriteDeadline(start.Add(h.WriteTimeout))
@@ -174,13 +173,21 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, lbxConnKey{}, c) },
+		// The handler needs the connection itself to cork it around file
+		// bodies; see recorder.ReadFrom.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 	}
 	if hh, ok := h.(*Handler); ok && hh.Log != nil {
 		s.ErrorLog = slog.NewLogLogger(hh.Log.Handler(), slog.LevelWarn)
 	}
 	return s
 }
+
+// connKey is the context key under which NewServer's servers store each
+// request's net.Conn.
+type connKey struct{}
 
 // remoteAddr is the client's address, unmapped, or the zero Addr.
 func remoteAddr(r *http.Request) netip.Addr {
@@ -207,5 +214,3 @@ func hostOf(cfg *config.Config, r *http.Request) (*config.Host, bool) {
 	}
 	return cfg.HostByAddress(a)
 }
-
-type lbxConnKey struct{}

@@ -3,9 +3,6 @@ package httpd
 import (
 	"io"
 	"net"
-	"os"
-	"strconv"
-	"syscall"
 	"net/http"
 	"time"
 )
@@ -25,6 +22,7 @@ const stallChunk = 4 << 20
 type recorder struct {
 	http.ResponseWriter
 	rc     *http.ResponseController // of the wrapped writer, for deadlines
+	conn   net.Conn                 // the client's connection; nil outside NewServer's servers
 	status int
 	wrote  bool
 	bytes  int64
@@ -32,9 +30,15 @@ type recorder struct {
 	// stall, when set, makes ReadFrom send in pieces of chunk bytes and push
 	// the write deadline forward before each: a download that progresses
 	// never times out, one that stalls does.
-	conn  net.Conn
 	stall time.Duration
 	chunk int64
+}
+
+// newRecorder wraps w, the writer for req.
+func newRecorder(w http.ResponseWriter, req *http.Request) *recorder {
+	rec := &recorder{ResponseWriter: w, rc: http.NewResponseController(w), status: http.StatusOK}
+	rec.conn, _ = req.Context().Value(connKey{}).(net.Conn)
+	return rec
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -59,24 +63,25 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // use; see the type's comment.
 func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	r.wrote = true
+	// Cork the socket while the body goes out, as nginx's tcp_nopush does.
+	// Go turns TCP_NODELAY on, and with it the kernel sends each piece
+	// sendfile appends to an otherwise empty send queue at once: on a
+	// fast link many part-filled packets instead of full 64 KiB ones
+	// (bench/http.sh, one client over veth: ~40% more packets, ~35% more
+	// ACKs, 0.6-0.7x nginx's throughput; corked: 0.92-1.00x).
+	// Uncorking at the end sends the tail at once.
+	if tc, ok := r.conn.(*net.TCPConn); ok {
+		if setCork(tc, true) {
+			defer setCork(tc, false)
+		}
+	}
 	rf, ok := r.ResponseWriter.(io.ReaderFrom)
 	if !ok {
 		n, err := io.Copy(writerOnly{r.ResponseWriter}, src)
 		r.bytes += n
 		return n, err
 	}
-	if os.Getenv("LBX_CORK") == "1" {
-		if c, ok := r.conn.(*net.TCPConn); ok {
-			if sc, err := c.SyscallConn(); err == nil {
-				sc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1) })
-				defer sc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 0) })
-			}
-		}
-	}
-	if v, _ := strconv.ParseInt(os.Getenv("LBX_CHUNK"), 10, 64); v > 0 {
-		r.chunk = v
-	}
-	if r.stall <= 0 || os.Getenv("LBX_NOSTALL") == "1" {
+	if r.stall <= 0 {
 		n, err := rf.ReadFrom(src)
 		r.bytes += n
 		return n, err
