@@ -32,7 +32,11 @@ func loadModules(s *State) error {
 		return err
 	}
 	dir := filepath.Join(s.Root, "lib", "modules", s.kernelRelease())
-	plan, err := modulePlan(dir, names(list))
+	want, absentHW := withoutAbsentPCIDrivers(s.Root, dir, names(list))
+	if len(absentHW) > 0 {
+		s.debugf("no PCI device for: %s", strings.Join(absentHW, " "))
+	}
+	plan, err := modulePlan(dir, want)
 	if err != nil {
 		return err
 	}
