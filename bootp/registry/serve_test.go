@@ -136,6 +136,19 @@ func TestServeRealClients(t *testing.T) {
 		t.Errorf("boot state: %+v", hosts)
 	}
 
+	// Garbage on the DHCP, proxyDHCP and TFTP ports does not stop the
+	// servers: 300 random datagrams each, then the same clients again.
+	run("bash", "-c", `for port in 67 4011 69; do for i in $(seq 300); do head -c $((RANDOM % 1400 + 1)) /dev/urandom > /dev/udp/10.80.1.1/$port; done; done`)
+	run("atftp", "-g", "-r", "undionly.kpxe", "-l", got, "10.80.1.1")
+	if b, _ := os.ReadFile(got); !bytes.Equal(b, loader) {
+		t.Errorf("TFTP after garbage: %d bytes, want %d", len(b), len(loader))
+	}
+	run("ip", "addr", "flush", "dev", "eth0")
+	if out := run("busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script); !strings.Contains(out, "ip=10.80.1.10 ") {
+		t.Errorf("DHCP after garbage:\n%s", out)
+	}
+	run("ip", "addr", "add", "10.80.1.10/24", "dev", "eth0")
+
 	// A broken file is refused with file:line; the running one keeps serving.
 	good, _ := os.ReadFile(s.Config)
 	broken := strings.Replace(string(good), "    image-name: vmtest/1\n", "    image-name: vmtest/1\n    image-nmae: typo\n", 1)
