@@ -153,13 +153,7 @@ func TestDORALoopback(t *testing.T) {
 	if _, err := c.exchange(release); !errors.Is(err, errNoResponse) {
 		t.Errorf("RELEASE answered: %v", err)
 	}
-	var last string
-	for _, h := range env.track.Hosts() {
-		if h.MAC == webMAC.String() {
-			last = h.LastDHCP
-		}
-	}
-	if last != "RELEASE" {
+	if last := lastDHCP(env, webMAC); last != "RELEASE" {
 		t.Errorf("tracker's last exchange %q, want RELEASE", last)
 	}
 }
@@ -227,4 +221,14 @@ func TestServeProxyLoopback(t *testing.T) {
 	if reply.MessageType() != dhcpv4.MessageTypeAck || reply.BootFileName == "" || !reply.YourIPAddr.IsUnspecified() {
 		t.Errorf("not a proxy ACK with a boot file:\n%s", reply.Summary())
 	}
+}
+
+// lastDHCP is the tracker's last exchange with mac.
+func lastDHCP(env *testEnv, mac net.HardwareAddr) string {
+	for _, h := range env.track.Hosts() {
+		if h.MAC == mac.String() {
+			return h.LastDHCP
+		}
+	}
+	return ""
 }

@@ -151,13 +151,7 @@ func TestUdhcpcNetns(t *testing.T) {
 	if lease["boot_file"] == "" {
 		t.Errorf("udhcpc got no boot file (env: %v)", lease)
 	}
-	var last string
-	for _, h := range env.track.Hosts() {
-		if h.MAC == webMAC.String() {
-			last = h.LastDHCP
-		}
-	}
-	if last != "REQUEST→ACK" {
+	if last := lastDHCP(env, webMAC); last != "REQUEST→ACK" {
 		t.Errorf("tracker's last exchange %q, want REQUEST→ACK", last)
 	}
 }
