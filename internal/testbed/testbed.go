@@ -126,9 +126,32 @@ func (c *Console) consume(r io.Reader) {
 // WaitFor waits until a console line contains want and returns that line
 // and when it arrived (since the VM started).
 func (c *Console) WaitFor(ctx context.Context, want string, timeout time.Duration) (string, time.Duration, error) {
+	return c.WaitFrom(ctx, 0, want, timeout)
+}
+
+// Mark is the number of lines printed so far: pass it to WaitFrom to look
+// only at what comes after, e.g. the output of a command typed with VM.Type.
+func (c *Console) Mark() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.lines)
+}
+
+// Since returns the lines printed after mark, joined by newlines.
+func (c *Console) Since(mark int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if mark > len(c.lines) {
+		return ""
+	}
+	return strings.Join(c.lines[mark:], "\n")
+}
+
+// WaitFrom is WaitFor looking only at lines from index mark on.
+func (c *Console) WaitFrom(ctx context.Context, mark int, want string, timeout time.Duration) (string, time.Duration, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	seen := 0
+	seen := mark
 	for {
 		c.mu.Lock()
 		for ; seen < len(c.lines); seen++ {
@@ -208,7 +231,14 @@ type VMOptions struct {
 type VM struct {
 	Console *Console
 	cmd     *exec.Cmd
+	stdin   io.WriteCloser
 	waitErr chan error
+}
+
+// Type sends text to the guest's serial console, as if typed on it.
+func (vm *VM) Type(text string) error {
+	_, err := io.WriteString(vm.stdin, text)
+	return err
 }
 
 // StartVM boots a guest from the network inside the namespace. qemu runs
@@ -256,7 +286,10 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 	}
 	args = append(args, o.Extra...)
 	cmd := o.Net.Command(ctx, "qemu-system-x86_64", args...)
-	cmd.Stdin = nil
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -264,7 +297,7 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second
-	vm := &VM{Console: newConsole(o.Console), cmd: cmd, waitErr: make(chan error, 1)}
+	vm := &VM{Console: newConsole(o.Console), cmd: cmd, stdin: stdin, waitErr: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("testbed: qemu-system-x86_64 (Debian package qemu-system-x86): %w", err)
 	}
