@@ -24,6 +24,7 @@
 # Uses only the namespaces it creates (lbdhcp-bench-PID-*) and 10.83.0.0/16
 # inside them.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 SERVERS=${SERVERS:-"livebootp kea dnsmasq"}
 RATES=${RATES:-"1000 2000 4000 6000 8000 10000 12000 14000 16000 18000 20000 24000 28000 32000"}
@@ -34,29 +35,18 @@ HOSTS=1000
 SRV_ADDR=10.83.0.1
 CLI_ADDR=10.83.0.2
 
-die() { echo "dhcp.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces, port 67)"
-for t in ip nice taskset perfdhcp kea-dhcp4 dnsmasq ss go awk sort; do
-	command -v "$t" >/dev/null || die "needs $t (Debian: iproute2 util-linux kea-dhcp4-server kea-admin dnsmasq-base golang)"
-done
+need_root "network namespaces, port 67"
+need_tools "Debian: iproute2 util-linux kea-dhcp4-server kea-admin dnsmasq-base golang" ip nice taskset perfdhcp kea-dhcp4 dnsmasq ss go awk sort
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs: server on core 0, perfdhcp on core 1"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d /tmp/lbdhcp-bench.XXXXXX)
+workdir lbdhcp-bench
+work=$WORK
 srv_ns=lbdhcp-bench-$$-srv
 cli_ns=lbdhcp-bench-$$-cli
 srv_if=lbb$$s
 cli_if=lbb$$c
 server_pid=
-
-cleanup() {
-	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-	ip netns del "$srv_ns" 2>/dev/null || true
-	ip netns del "$cli_ns" 2>/dev/null || true
-	if [ "${KEEP:-}" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 if awk -v l="$load" 'BEGIN{exit !(l > 0.5)}'; then
@@ -64,14 +54,8 @@ if awk -v l="$load" 'BEGIN{exit !(l > 0.5)}'; then
 fi
 
 # --- network: two namespaces, one veth pair -------------------------------
-ip netns add "$srv_ns"
-ip netns add "$cli_ns"
-ip -n "$srv_ns" link add "$srv_if" type veth peer name "$cli_if" netns "$cli_ns"
-ip -n "$srv_ns" addr add $SRV_ADDR/16 dev "$srv_if"
-ip -n "$cli_ns" addr add $CLI_ADDR/16 dev "$cli_if"
-for ns in "$srv_ns" "$cli_ns"; do ip -n "$ns" link set lo up; done
-ip -n "$srv_ns" link set "$srv_if" up
-ip -n "$cli_ns" link set "$cli_if" up
+netns_add "$srv_ns" "$cli_ns"
+veth_pair "$srv_ns" "$srv_if" $SRV_ADDR/16 "$cli_ns" "$cli_if" $CLI_ADDR/16
 
 # --- the same 1000 hosts for every server ----------------------------------
 : >"$work/hosts.csv"
@@ -174,20 +158,21 @@ start_server() { # name
 		;;
 	esac
 	server_pid=$!
+	PIDS=("$server_pid") # for cleanup, should the script stop here
 	for ((t = 0; t < 100; t++)); do
 		if ip netns exec "$srv_ns" ss -Hlun 'sport = :67' | grep -q .; then return 0; fi
 		kill -0 "$server_pid" 2>/dev/null || break
 		sleep 0.1
 	done
-	echo "dhcp.sh: $1 did not start listening on port 67; its log:" >&2
 	tail -20 "$log" >&2
-	exit 1
+	die "$1 did not start listening on port 67; its log is above"
 }
 
 stop_server() {
 	kill "$server_pid" 2>/dev/null || true
 	wait "$server_pid" 2>/dev/null || true
 	server_pid=
+	PIDS=()
 }
 
 # cpu_ticks PID: user+system CPU time of a process, in clock ticks.

@@ -20,7 +20,7 @@
 # Environment: SIZE_MIB (256), RUNS (3), CLIENTS ("1 32"), SINGLE_FETCHES (8),
 # SERVER_CPU (0), CLIENT_CPU (1), KEEP (1: keep the temp dir for a look).
 set -euo pipefail
-PATH=$PATH:/usr/sbin:/sbin
+. "$(dirname "$0")/lib.sh"
 
 BIN=${1:-bin/livebootp}
 SIZE_MIB=${SIZE_MIB:-256}
@@ -30,11 +30,8 @@ SINGLE_FETCHES=${SINGLE_FETCHES:-8}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-die() { echo "bench/http.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for t in ip taskset curl nginx; do
-	command -v "$t" >/dev/null || die "needs $t (apt-get install nginx-light curl iproute2 util-linux)"
-done
+need_root "network namespaces"
+need_tools "apt-get install nginx-light curl iproute2 util-linux" ip taskset curl nginx
 [ -x "$BIN" ] || die "$BIN is not an executable; build it with make, or pass its path as the first argument"
 BIN=$(realpath "$BIN")
 
@@ -43,29 +40,13 @@ SRV=$NET.1
 CLI=$NET.2
 TAG=$$
 NS_S=lbhb${TAG}s NS_C=lbhb${TAG}c
-TMP=$(mktemp -d /tmp/livebootp-bench-http.XXXXXX)
+workdir livebootp-bench-http
+TMP=$WORK
 chmod 755 "$TMP" # nginx's worker runs as an unprivileged user
-PIDS=()
-
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	ip netns del "$NS_S" 2>/dev/null || true
-	ip netns del "$NS_C" 2>/dev/null || true
-	if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
 
 # Two namespaces joined by a veth pair: nothing reaches the host's network.
-ip netns add "$NS_S"
-ip netns add "$NS_C"
-ip link add "lbhb${TAG}a" netns "$NS_S" type veth peer name "lbhb${TAG}b" netns "$NS_C"
-ip -n "$NS_S" addr add "$SRV/24" dev "lbhb${TAG}a"
-ip -n "$NS_C" addr add "$CLI/24" dev "lbhb${TAG}b"
-for ns in "$NS_S:lbhb${TAG}a" "$NS_C:lbhb${TAG}b"; do
-	ip -n "${ns%%:*}" link set lo up
-	ip -n "${ns%%:*}" link set "${ns#*:}" up
-done
+netns_add "$NS_S" "$NS_C"
+veth_pair "$NS_S" "lbhb${TAG}a" "$SRV/24" "$NS_C" "lbhb${TAG}b" "$CLI/24"
 CC=$(ip netns exec "$NS_S" cat /proc/sys/net/ipv4/tcp_congestion_control) # single-flow results depend on it
 
 # The data: one image whose squashfs is the file both servers send.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh [BINARY] — every benchmark in one run, against the peers a
 # user would pick instead, on a quiet machine: DHCP (perfdhcp vs ISC Kea and
-# dnsmasq), TFTP (atftp vs tftpd-hpa and dnsmasq), HTTP (curl vs nginx), and
-# loading 10k/100k-host configurations. Each writes its full output to
+# dnsmasq), TFTP (atftp vs tftpd-hpa and dnsmasq), HTTP (curl vs nginx), a
+# boot storm of 100 clients (HTTP part vs nginx), the registry's memory with
+# 10k/100k hosts, and loading 10k/100k-host configurations. Each writes its full output to
 # bench/out/; a summary with the date and the machine goes to
 # bench/results.md, which the README links to.
 # Needs root (network namespaces, ports 67/69). Run `make deps` first.
@@ -17,7 +18,7 @@ mkdir -p bench/out
 	echo "Date: $(date -u +%Y-%m-%dT%H:%MZ). Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), load before: $(cut -d' ' -f1-3 /proc/loadavg)."
 	echo "Commit: $(git describe --always --dirty 2>/dev/null || echo unknown). Regenerate with \`sudo bench/run.sh\`."
 	echo
-	for b in dhcp tftp http; do
+	for b in dhcp tftp http storm rss; do
 		echo "## $b"
 		echo
 		echo '```'

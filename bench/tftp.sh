@@ -12,6 +12,7 @@
 # bound by round trips and windowsize pays off. RUNS (default 3) runs each; the median counts.
 # Prints MiB/s per case and the ratios the issue asks for. Cleans up by PID and namespace name.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 BIN=${1:-bin/livebootp}
 RUNS=${RUNS:-3}
@@ -22,11 +23,8 @@ RELAY_CPU=${RELAY_CPU:-0}
 DELAYED=${DELAYED:-1} # 0: skip the runs through the relay (quick comparison)
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
-die() { echo "tftp.sh: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for t in ip atftp in.tftpd dnsmasq taskset go; do
-	command -v "$t" >/dev/null || die "$t not found (apt-get install iproute2 atftp tftpd-hpa dnsmasq-base util-linux; Go for the relay)"
-done
+need_root "network namespaces"
+need_tools "apt-get install iproute2 atftp tftpd-hpa dnsmasq-base util-linux; Go for the relay" ip atftp in.tftpd dnsmasq taskset go
 if [ "$BIN" != --harness ]; then
 	[ -x "$BIN" ] || die "$BIN is not an executable (run make, or give the livebootp binary's path, or --harness)"
 	BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
@@ -38,30 +36,12 @@ SRV=$NET.1
 CLI=$NET.2
 NS_S=lbtftp-s-$TAG
 NS_C=lbtftp-c-$TAG
-WORK=$(mktemp -d /tmp/lbtftp-bench.XXXXXX)
+workdir lbtftp-bench
 chmod 755 "$WORK" # tftpd-hpa drops to user tftp and must reach the root
-PIDS=()
-
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	ip netns del "$NS_S" 2>/dev/null || true
-	ip netns del "$NS_C" 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
 
 # --- network ---------------------------------------------------------------------------------
-ip netns add "$NS_S"
-ip netns add "$NS_C"
-ip link add "lbs$TAG" netns "$NS_S" type veth peer name "lbc$TAG" netns "$NS_C"
-ip -n "$NS_S" addr add "$SRV/24" dev "lbs$TAG"
-ip -n "$NS_C" addr add "$CLI/24" dev "lbc$TAG"
-for ns in "$NS_S" "$NS_C"; do
-	ip -n "$ns" link set lo up
-done
-ip -n "$NS_S" link set "lbs$TAG" up
-ip -n "$NS_C" link set "lbc$TAG" up
+netns_add "$NS_S" "$NS_C"
+veth_pair "$NS_S" "lbs$TAG" "$SRV/24" "$NS_C" "lbc$TAG" "$CLI/24"
 
 # --- content and tools -----------------------------------------------------------------------
 mkdir -p "$WORK/root" "$WORK/images" "$WORK/keys" "$WORK/etc"
