@@ -34,9 +34,10 @@ const Off = "off"
 // Config is a loaded, validated configuration. It is immutable once Load
 // returns it: a reload builds a new one and swaps it in whole.
 type Config struct {
-	File     string // the file it was loaded from
-	Registry Registry
-	Hosts    []*Host // in file order
+	File      string // the file it was loaded from
+	Registry  Registry
+	Hosts     []*Host // in file order
+	Appliance Appliance
 
 	byMAC  map[[6]byte]*Host
 	byAddr map[netip.Addr]*Host
@@ -77,6 +78,27 @@ type Host struct {
 	SSHAuthorizedKeys string // file name under KeysDir
 	CmdlineAppend     string
 	Line              int // line of the host's key in File
+}
+
+// Appliance is the `appliance:` section: how the appliance's init sets up
+// its own machine (hostname, console password, network interfaces) before
+// it starts the registry. The registry itself only validates it, so a file
+// that would break the appliance's next boot is refused everywhere.
+type Appliance struct {
+	Hostname        string               // hostname: "" keeps the default "livebootp"
+	ConsolePassword string               // console-password: a bcrypt hash ($2a$, $2b$, $2y$); "" means no password
+	Interfaces      []ApplianceInterface // interfaces: in file order
+	Line            int                  // line of the appliance: key; 0 when the file has none
+}
+
+// ApplianceInterface is one entry of `appliance: interfaces:`: exactly one
+// of DHCP and Address is set.
+type ApplianceInterface struct {
+	Name    string       // the key: a kernel interface name (eth0, enp1s0)
+	DHCP    bool         // dhcp: true runs a DHCP client on it
+	Address netip.Prefix // address: a static address with its prefix length (10.0.0.1/24), not masked
+	Gateway netip.Addr   // gateway: optional default route, inside Address's network
+	Line    int          // line of the interface's key
 }
 
 // HostByMAC finds the host with this hardware address.

@@ -3,8 +3,9 @@ package config
 import "bytes"
 
 // fastParse builds the tree for the subset of YAML that configs are
-// written in: block mappings with simple keys, block sequences and one-line
-// flow sequences of scalars, plain and quoted scalars without escapes,
+// written in: block mappings with simple keys, block sequences, one-line
+// flow sequences of scalars and one-line flow mappings of simple keys and
+// scalars, plain and quoted scalars without escapes,
 // comments, ASCII text with LF line ends. It reports false for anything
 // else (anchors, tags, block scalars, escapes, flow mappings, multi-line
 // scalars, tabs, CR, non-ASCII, odd indentation, errors), and the caller
@@ -233,16 +234,7 @@ func (p *fastParser) value(rest []byte, k, line, base, indent int) (int32, bool)
 	case '[':
 		return p.flowSeq(rest, k, line, base, indent)
 	case '{':
-		m := k + 1
-		for m < len(rest) && rest[m] == ' ' {
-			m++
-		}
-		if m == len(rest) || rest[m] != '}' || !tailOK(rest, m+1) {
-			return 0, false
-		}
-		i, mark := p.b.open(kMap, line, col)
-		p.b.close(i, mark)
-		return i, true
+		return p.flowMap(rest, k, line, base, indent)
 	case '-', '?', ':', ',', ']', '}', '#', '&', '*', '!', '|', '>', '%', '@', '`', '\\':
 		return 0, false
 	}
@@ -264,8 +256,23 @@ func (p *fastParser) value(rest []byte, k, line, base, indent int) (int32, bool)
 	return p.b.scalar(style, line, col, base+k, base+e), true
 }
 
+// flowSeq reads a one-line flow sequence of scalars: [a, "b"].
 func (p *fastParser) flowSeq(rest []byte, k, line, base, indent int) (int32, bool) {
-	seq, mark := p.b.open(kSeq, line, indent+k+1)
+	return p.flow(kSeq, rest, k, line, base, indent)
+}
+
+// flowMap reads a one-line flow mapping of simple keys and scalars:
+// { address: 10.0.0.1/24, gateway: 10.0.0.254 }.
+func (p *fastParser) flowMap(rest []byte, k, line, base, indent int) (int32, bool) {
+	return p.flow(kMap, rest, k, line, base, indent)
+}
+
+func (p *fastParser) flow(kind uint8, rest []byte, k, line, base, indent int) (int32, bool) {
+	closer := byte(']')
+	if kind == kMap {
+		closer = '}'
+	}
+	n, mark := p.b.open(kind, line, indent+k+1)
 	m := k + 1
 	items, comma := 0, false
 	for {
@@ -275,7 +282,7 @@ func (p *fastParser) flowSeq(rest []byte, k, line, base, indent int) (int32, boo
 		if m == len(rest) {
 			return 0, false
 		}
-		if rest[m] == ']' {
+		if rest[m] == closer {
 			if comma {
 				return 0, false // a trailing comma: leave it to yaml.v3
 			}
@@ -284,6 +291,29 @@ func (p *fastParser) flowSeq(rest []byte, k, line, base, indent int) (int32, boo
 		}
 		if items > 0 && !comma {
 			return 0, false
+		}
+		if kind == kMap {
+			// A key as in block mappings, then ": " (a plain "a:b" would
+			// be one scalar).
+			j := m
+			for j < len(rest) && keyChar(rest[j]) {
+				j++
+			}
+			if j == m || j-m > maxSimpleKey || !alnum(rest[m]) || j+1 >= len(rest) || rest[j] != ':' || rest[j+1] != ' ' {
+				return 0, false
+			}
+			style := sPlain
+			if isNullText(rest[m:j]) {
+				style = sNull
+			}
+			p.b.add(p.b.scalar(style, line, indent+m+1, base+m, base+j))
+			m = j + 1
+			for m < len(rest) && rest[m] == ' ' {
+				m++
+			}
+			if m == len(rest) {
+				return 0, false
+			}
 		}
 		col := indent + m + 1
 		switch c := rest[m]; {
@@ -315,15 +345,15 @@ func (p *fastParser) flowSeq(rest []byte, k, line, base, indent int) (int32, boo
 		comma = m < len(rest) && rest[m] == ','
 		if comma {
 			m++
-		} else if m == len(rest) || rest[m] != ']' {
+		} else if m == len(rest) || rest[m] != closer {
 			return 0, false
 		}
 	}
 	if !tailOK(rest, m) {
 		return 0, false
 	}
-	p.b.close(seq, mark)
-	return seq, true
+	p.b.close(n, mark)
+	return n, true
 }
 
 // quoted finds a quoted scalar without escapes at rest[k]: its content is

@@ -45,10 +45,7 @@ func Parse(name string, data []byte, opts Options) (*Config, error) {
 	col := &collector{file: name}
 	t, syntax := parseTree(data)
 	if syntax != nil {
-		for _, e := range syntax {
-			col.add(pos{int32(e.line), 0}, "YAML syntax: "+e.msg,
-				`indent with spaces only, keep a key and its value on one line, and quote values that contain ": " or " #" or start with one of - ? : , [ ] { } # & * ! | > ' " % @ `+"`")
-		}
+		reportSyntax(col, syntax)
 		return nil, col.err()
 	}
 	w := &walker{
@@ -63,11 +60,18 @@ func Parse(name string, data []byte, opts Options) (*Config, error) {
 	if !w.src.has(rRouterAdvertisements) {
 		w.reg.RouterAdvertisements = true
 	}
-	c := &Config{File: name, Registry: w.reg, Hosts: w.hosts}
+	c := &Config{File: name, Registry: w.reg, Hosts: w.hosts, Appliance: w.app}
 	if err := c.finish(w.src); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+func reportSyntax(col *collector, syntax []syntaxError) {
+	for _, e := range syntax {
+		col.add(pos{int32(e.line), 0}, "YAML syntax: "+e.msg,
+			`indent with spaces only, keep a key and its value on one line, and quote values that contain ": " or " #" or start with one of - ? : , [ ] { } # & * ! | > ' " % @ `+"`")
+	}
 }
 
 // Registry keys, in the order config-default.yml documents them.
@@ -115,7 +119,8 @@ const (
 
 var hostKeys = [nHostKeys]string{"hardware-ethernet", "fixed-address", "image-name", "ssh-authorized-keys", "cmdline-append"}
 
-var topKeys = []string{"bootp-registry", "hosts"}
+// topKeys are the sections, in the order walkRoot reads them.
+var topKeys = []string{"bootp-registry", "hosts", "appliance"}
 
 func lookup(keys []string, name []byte) int {
 	for i, k := range keys {
@@ -156,6 +161,7 @@ type walker struct {
 	src    *source
 	reg    Registry
 	hosts  []*Host
+	app    Appliance
 	intern map[string]string
 	pairs  []pairRef
 	merged []int32 // mappings merged into the current one
@@ -223,7 +229,7 @@ func (w *walker) walkRoot() {
 	}
 	// The registry first, whatever the order in the file: hosts are
 	// checked against its settings.
-	regK, regV, hostsK, hostsV := int32(-1), int32(-1), int32(-1), int32(-1)
+	keys, vals := [3]int32{-1, -1, -1}, [3]int32{-1, -1, -1} // by topKeys
 	kids := t.children(r)
 	for i := 0; i+1 < len(kids); i += 2 {
 		k, v := kids[i], kids[i+1]
@@ -231,31 +237,28 @@ func (w *walker) walkRoot() {
 		if !ok {
 			continue
 		}
-		switch string(name) {
-		case "bootp-registry", "hosts":
-			first, val := &regK, &regV
-			if string(name) == "hosts" {
-				first, val = &hostsK, &hostsV
-			}
-			if *first >= 0 {
-				w.col.add(t.pos(k), fmt.Sprintf("duplicate key %q (first at line %d)", name, t.nodes[*first].line),
-					"merge the two blocks into one")
-				continue
-			}
-			*first, *val = k, v
+		s := lookup(topKeys, name)
+		switch {
+		case s >= 0 && keys[s] >= 0:
+			w.col.add(t.pos(k), fmt.Sprintf("duplicate key %q (first at line %d)", name, t.nodes[keys[s]].line),
+				"merge the two blocks into one")
+		case s >= 0:
+			keys[s], vals[s] = k, v
+		case strings.HasPrefix(string(name), "x-"):
+			// room for YAML anchors, as in docker-compose files
 		default:
-			if strings.HasPrefix(string(name), "x-") {
-				continue // room for YAML anchors, as in docker-compose files
-			}
 			w.unknownTop(k, v, string(name))
 		}
 	}
-	if regK >= 0 {
-		w.src.section = t.pos(regK)
-		w.registry(regV)
+	if keys[0] >= 0 {
+		w.src.section = t.pos(keys[0])
+		w.registry(vals[0])
 	}
-	if hostsK >= 0 {
-		w.hostsSection(hostsV)
+	if keys[1] >= 0 {
+		w.hostsSection(vals[1])
+	}
+	if keys[2] >= 0 {
+		w.appliance(keys[2], vals[2])
 	}
 }
 
@@ -268,15 +271,30 @@ func (w *walker) unknownTop(k, v int32, name string) {
 		w.col.add(w.t.pos(k), msg, "move it under bootp-registry: (indented)")
 	case lookup(hostKeys[:], []byte(name)) >= 0:
 		w.col.add(w.t.pos(k), msg, "move it into a host's block under hosts:")
+	case slices.Contains(applianceKeys, name):
+		w.col.add(w.t.pos(k), msg, "move it under appliance: (indented)")
 	case w.looksLikeHost(v):
 		w.col.add(w.t.pos(k), msg, "it looks like a host: indent it under hosts:")
 	default:
-		fix := "remove it; the top level holds bootp-registry: and hosts: (keys starting with x- are ignored)"
+		fix := "remove it; the top level holds bootp-registry:, hosts: and appliance: (keys starting with x- are ignored)"
 		if s := suggest(name, topKeys, nil); s != "" {
 			fix = fmt.Sprintf("did you mean %q?", s)
 		}
 		w.col.add(w.t.pos(k), msg, fix)
 	}
+}
+
+// mapping reports whether m is a mapping, reporting it otherwise as
+// "what, not a list" with fix, or listFix for a list.
+func (w *walker) mapping(m int32, what, fix, listFix string) bool {
+	switch w.t.nodes[m].kind {
+	case kMap:
+		return true
+	case kSeq:
+		fix = listFix
+	}
+	w.col.add(w.t.pos(m), what+", not "+w.kind(m), fix)
+	return false
 }
 
 func (w *walker) looksLikeHost(v int32) bool {
@@ -394,6 +412,8 @@ func (w *walker) registry(m int32) {
 			fix := "remove it; configs/config-default.yml lists the valid keys"
 			if s := suggest(string(name), registryKeys[:], registrySynonym); s != "" {
 				fix = fmt.Sprintf("did you mean %q?", s)
+			} else if slices.Contains(applianceKeys, string(name)) {
+				fix = "move it under appliance: (the appliance's own settings)"
 			}
 			w.col.add(t.pos(p.k), fmt.Sprintf("unknown key %q in bootp-registry", name), fix)
 			continue
@@ -686,12 +706,9 @@ func (w *walker) hostsSection(m int32) {
 	if w.isNull(m) {
 		return
 	}
-	if t.nodes[m].kind != kMap {
-		fix := "write each host's name followed by a colon, with its settings indented under it"
-		if t.nodes[m].kind == kSeq {
-			fix = `write "  my-host:" and its settings indented under it, without "- "`
-		}
-		w.col.add(t.pos(m), "hosts must be a mapping keyed by host name, not "+w.kind(m), fix)
+	if !w.mapping(m, "hosts must be a mapping keyed by host name",
+		"write each host's name followed by a colon, with its settings indented under it",
+		`write "  my-host:" and its settings indented under it, without "- "`) {
 		return
 	}
 	kids := t.children(m)
@@ -748,12 +765,10 @@ func (w *walker) host(h *Host, hs *hostSource, m int32, mac []byte) {
 		hs.bad = allHostKeys
 		return
 	}
-	if t.nodes[m].kind != kMap {
-		fix := "add hardware-ethernet:, fixed-address: and image-name: indented under it"
-		if t.nodes[m].kind == kSeq {
-			fix = `write its settings as key: value lines, without "- "`
-		}
-		w.col.add(t.pos(m), fmt.Sprintf("host %q must be a mapping of settings, not %s", h.Name, w.kind(m)), fix)
+	if t.nodes[m].kind != kMap { // checked first: the message is built only when it is needed
+		w.mapping(m, fmt.Sprintf("host %q must be a mapping of settings", h.Name),
+			"add hardware-ethernet:, fixed-address: and image-name: indented under it",
+			`write its settings as key: value lines, without "- "`)
 		hs.bad = allHostKeys
 		return
 	}

@@ -105,3 +105,10 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// Closest is the name among names an operator probably meant by name (a
+// typo, other capitals, "_" for "-"), or "" when none is close: the "did
+// you mean" of commands that take a host name.
+func Closest(name string, names []string) string {
+	return suggest(name, names, nil)
+}

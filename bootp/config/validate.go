@@ -135,7 +135,7 @@ func (v *validator) registry() {
 	}
 
 	if s.has(rInterface) || detected&bit(rInterface) != 0 {
-		if r.Interface != "" && (len(r.Interface) > 15 || strings.ContainsAny(r.Interface, "/ \t\n")) {
+		if r.Interface != "" && interfaceNameProblem(r.Interface) != "" {
 			v.col.add(at(rInterface), fmt.Sprintf("interface %q is not an interface name", r.Interface),
 				"write the name ip link shows, e.g. eth0")
 		}

@@ -7,6 +7,10 @@
 //	livebootp logs   [-f]           the registry's recent events
 //	livebootp reload                load the configuration file again
 //	livebootp image build ...       turn a container image or root filesystem into a bootable image
+//	livebootp host add|set|rm|show  edit a host in the configuration file (checked, atomic), then reload
+//	livebootp appliance build ...   build the appliance disk image (USB stick, SD card)
+//	livebootp appliance flash ...   write it to a stick, with checks, and grow its data partition
+//	livebootp appliance passwd      print the bcrypt hash of an appliance console password
 package main
 
 import (
@@ -48,6 +52,12 @@ commands:
   reload  [-socket PATH]      reload the running registry's configuration
   image build --name N --version V --from SOURCE --out DIR
                               build kernel + initrd + squashfs from a container image or root filesystem
+  host add|set|rm|show NAME [--mac M --address A --image N/V --keys F --cmdline S] [-config FILE]
+                              edit a host in the configuration file (checked first, written atomically), then reload
+  appliance build --out FILE  build the appliance disk image (USB stick, SD card)
+  appliance flash --image FILE --device /dev/sdX
+                              write it to a stick (with checks) and grow its data partition
+  appliance passwd            read a console password twice, print its bcrypt hash (appliance: console-password:)
   version                     print the version
 
 Run 'livebootp COMMAND -h' for the flags of a command.
@@ -74,6 +84,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return reload(rest, stdout, stderr)
 	case "image":
 		return imageCmd(ctx, rest, stdout, stderr)
+	case "host":
+		return hostCmd(rest, stdout, stderr)
+	case "appliance":
+		return applianceCmd(ctx, rest, stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "livebootp", version)
 		return nil
