@@ -1,3 +1,5 @@
+//go:build !livebootp_appliance
+
 package main
 
 import (
