@@ -7,7 +7,7 @@ INIT     := bin/livebootp-init
 LOADERS  := build/tftpboot
 KERNEL   := build/kernel/vmlinuz
 
-.PHONY: all build deps kernel loaders demo test test-short bench fuzz vet fmt clean
+.PHONY: all build deps kernel kernel-arm64 loaders demo test test-short bench fuzz vet fmt clean appliance appliance-arm64
 
 all: build
 
@@ -25,6 +25,19 @@ deps:
 
 kernel: deps
 	scripts/fetch-kernel.sh build/kernel >/dev/null
+
+kernel-arm64: deps
+	scripts/fetch-kernel.sh build/kernel-arm64 arm64 >/dev/null
+
+# The appliance disk image (flash it with `livebootp appliance flash`).
+# CONFIG, IMAGES and KEYS, when set, go onto its data partition.
+appliance: build kernel
+	$(BIN) appliance build --out build/livebootp-amd64.img --arch amd64 \
+		$(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES)) $(if $(KEYS),--keys $(KEYS))
+
+appliance-arm64: build kernel-arm64
+	$(BIN) appliance build --out build/livebootp-arm64.img --arch arm64 \
+		$(if $(CONFIG),--config $(CONFIG)) $(if $(IMAGES),--images $(IMAGES)) $(if $(KEYS),--keys $(KEYS))
 
 # Boot loaders from Debian's ipxe and pxelinux packages, staged as the TFTP root.
 loaders: deps

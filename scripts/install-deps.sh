@@ -8,7 +8,7 @@ pkgs=(
 	iproute2 nftables kmod cpio zstd        # namespaces, loss injection, modules, initrds
 	busybox-static atftp curl               # real DHCP/TFTP/HTTP clients in tests
 	squashfs-tools mmdebstrap openssh-client # image builds, the Debian demo image
-	systemd-boot-efi dosfstools          # the appliance image (systemd-boot on its ESP)
+	systemd-boot-efi dosfstools mtools gdisk # the appliance image (systemd-boot on its ESP) and its checks
 	qemu-system-arm qemu-efi-aarch64     # the arm64 appliance under AAVMF
 	tftpd-hpa dnsmasq-base kea-dhcp4-server kea-admin nginx-light # benchmark peers (perfdhcp is in kea-admin)
 )

@@ -222,6 +222,11 @@ type VMOptions struct {
 	UEFI     bool   // OVMF instead of SeaBIOS
 	NICROM   string // "" keeps qemu's built-in iPXE ROM; "none" disables it
 	Disks    []string
+	// USBDisks are raw images attached as USB sticks (xHCI).
+	USBDisks []string
+	// DiskBoot boots from the first disk (or USB stick) instead of the
+	// network: the appliance.
+	DiskBoot bool
 	Console  io.Writer // gets every console line as it arrives (demo)
 	Extra    []string  // more qemu arguments
 	Dir      string    // scratch dir (OVMF vars copy)
@@ -253,7 +258,10 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-netdev", "tap,id=n0,ifname=" + o.Tap + ",script=no,downscript=no",
 	}
-	nic := "virtio-net-pci,netdev=n0,mac=" + o.MAC + ",bootindex=1"
+	nic := "virtio-net-pci,netdev=n0,mac=" + o.MAC
+	if !o.DiskBoot {
+		nic += ",bootindex=1"
+	}
 	if o.NICROM == "none" {
 		nic += ",romfile="
 	} else if o.NICROM != "" {
@@ -282,7 +290,22 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 		args = append(args, "-fw_cfg", "name=etc/sercon-port,file="+port)
 	}
 	for i, d := range o.Disks {
+		if o.DiskBoot && i == 0 {
+			args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=d%d", d, i),
+				"-device", fmt.Sprintf("virtio-blk-pci,drive=d%d,bootindex=0", i))
+			continue
+		}
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,index=%d", d, i))
+	}
+	if len(o.USBDisks) > 0 {
+		args = append(args, "-device", "qemu-xhci,id=xhci")
+	}
+	for i, d := range o.USBDisks {
+		dev := fmt.Sprintf("usb-storage,bus=xhci.0,drive=u%d", i)
+		if o.DiskBoot && i == 0 && len(o.Disks) == 0 {
+			dev += ",bootindex=0"
+		}
+		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=u%d", d, i), "-device", dev)
 	}
 	args = append(args, o.Extra...)
 	cmd := o.Net.Command(ctx, "qemu-system-x86_64", args...)

@@ -1,0 +1,274 @@
+package appliance_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/livebootp/livebootp/appliance"
+	"github.com/livebootp/livebootp/appliance/login"
+	"github.com/livebootp/livebootp/internal/syncbuf"
+	"github.com/livebootp/livebootp/internal/testbed"
+)
+
+const (
+	applianceMAC = "52:54:00:88:00:01"
+	targetMAC    = "52:54:00:88:00:10"
+	consolePW    = "lbp-console-pw"
+)
+
+// TestVMAppliance builds an appliance image the way `livebootp appliance
+// build` does, with the busybox test image and a host on its data
+// partition, and boots it under OVMF: from a virtio disk with a second VM
+// that PXE-boots from it, and from a USB stick. Commands are typed into
+// the appliance's serial console, behind its console password.
+func TestVMAppliance(t *testing.T) {
+	repo := testbed.NeedVM(t)
+	if _, err := os.Stat("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"); err != nil {
+		t.Fatalf("needs Debian's systemd-boot-efi (make deps): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	img := buildTestAppliance(t, ctx, repo, dir)
+
+	t.Run("virtio+pxe-target", func(t *testing.T) {
+		n := newNet(t, "appv")
+		vm := bootAppliance(t, ctx, n, dir, testbed.VMOptions{Disks: []string{copyImage(t, img)}})
+		logIn(t, ctx, vm)
+		out := typeCommand(t, ctx, vm, "livebootp status", "interfaces:")
+		for _, want := range []string{"config:", "/data/config.yml", "serving:"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("livebootp status lacks %q:\n%s", want, out)
+			}
+		}
+
+		// A target on the same bridge PXE-boots the image from the
+		// appliance's data partition.
+		if err := n.AddTap("tapt"); err != nil {
+			t.Fatal(err)
+		}
+		blank := filepath.Join(t.TempDir(), "target-disk.img")
+		if err := os.WriteFile(blank, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(blank, 256<<20); err != nil {
+			t.Fatal(err)
+		}
+		target, err := testbed.StartVM(ctx, testbed.VMOptions{Net: n, Tap: "tapt", MAC: targetMAC, Disks: []string{blank}, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer target.Kill()
+		if _, at, err := target.Console.WaitFor(ctx, testbed.TargetMarker+"done", 4*time.Minute); err != nil {
+			t.Fatalf("target: %v", err)
+		} else {
+			t.Logf("target: power-on to its image's init done in %s", at.Round(100*time.Millisecond))
+		}
+		if err := target.Wait(time.Minute); err != nil {
+			t.Errorf("target did not power off: %v", err)
+		}
+		out = typeCommand(t, ctx, vm, "livebootp hosts", "target1")
+		line := lineWith(out, "target1")
+		if !strings.Contains(line, "booted in") || !strings.Contains(line, "10.88.0.10") {
+			t.Errorf("livebootp hosts on the appliance: target1 without its boot report:\n%s", out)
+		}
+		out = typeCommand(t, ctx, vm, "livebootp check", "")
+		if !strings.Contains(out, ": OK:") {
+			t.Errorf("livebootp check on the appliance:\n%s", out)
+		}
+	})
+
+	t.Run("usb", func(t *testing.T) {
+		n := newNet(t, "appu")
+		vm := bootAppliance(t, ctx, n, dir, testbed.VMOptions{USBDisks: []string{copyImage(t, img)}})
+		logIn(t, ctx, vm)
+		out := typeCommand(t, ctx, vm, "livebootp status", "interfaces:")
+		if !strings.Contains(out, "10.88.0.1/24") {
+			t.Errorf("livebootp status from the USB-booted appliance lacks eth0's address:\n%s", out)
+		}
+	})
+}
+
+func buildTestAppliance(t *testing.T, ctx context.Context, repo, dir string) string {
+	t.Helper()
+	bin := testbed.BuildGo(t, repo, "./cmds/livebootp")
+	initBin := testbed.BuildGo(t, repo, "./cmds/livebootp-init")
+	out := filepath.Join(dir, "out")
+	if err := testbed.BuildBusyboxImage(repo, bin, initBin, filepath.Join(dir, "scratch"), out); err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keys, "admins"), []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAppliancetestkeyAppliancetestkeyAppliance admin@appliance-test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(consolePW), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
+  hostname: lbp-appliance
+  console-password: "%s"
+  interfaces:
+    eth0:
+      address: 10.88.0.1/24
+bootp-registry:
+  interface: eth0
+  tftp-root: loaders
+  images-dir: images
+  ssh-authorized-keys-dir: ssh-authorized-keys
+hosts:
+  target1:
+    hardware-ethernet: "%s"
+    fixed-address: 10.88.0.10
+    image-name: busybox/1
+    ssh-authorized-keys: admins
+    cmdline-append: console=ttyS0 panic=-1
+`, hash, targetMAC)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kdir := filepath.Dir(testbed.KernelPath(repo))
+	kver, err := os.ReadFile(filepath.Join(kdir, "version"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncbuf.Buffer
+	img := filepath.Join(dir, "appliance.img")
+	start := time.Now()
+	res, err := appliance.Build(ctx, img, appliance.Spec{
+		Repo: repo, Arch: "amd64", Kernel: testbed.KernelPath(repo),
+		ModulesDir: filepath.Join(kdir, "lib", "modules", strings.TrimSpace(string(kver))),
+		Config:     cfg, Images: filepath.Join(out, "images"), Keys: keys,
+		Loaders:   filepath.Join(repo, "build", "tftpboot"),
+		EFILoader: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+		TempDir:   dir, Log: slog.New(slog.NewTextHandler(&log, nil)),
+	})
+	if err != nil {
+		t.Fatalf("appliance build: %v\n%s", err, log.String())
+	}
+	t.Logf("appliance image built in %s: %d MiB, initramfs %.2f MB zstd, %d modules (kernel lacks %v)",
+		time.Since(start).Round(time.Second), res.Layout.Size>>20, float64(res.Initramfs)/1e6, res.Modules, res.MissingModule)
+	if res.Initramfs > 8<<20 {
+		t.Errorf("initramfs is %.2f MB: the appliance's budget is 8 MB", float64(res.Initramfs)/1e6)
+	}
+	return img
+}
+
+func newNet(t *testing.T, tag string) *testbed.Net {
+	t.Helper()
+	n, err := testbed.NewNet(testbed.Uniq(tag), netip.MustParsePrefix("10.88.0.254/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if err := n.AddTap("tapa"); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// copyImage gives each boot its own copy: a boot writes logs to the data
+// partition.
+func copyImage(t *testing.T, img string) string {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "stick.img")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// bootAppliance boots the image under OVMF in 256 MB (OVMF 2022.11 under
+// TCG cannot start any EFI program in 128 MB) and waits until the
+// registry serves.
+func bootAppliance(t *testing.T, ctx context.Context, n *testbed.Net, dir string, o testbed.VMOptions) *testbed.VM {
+	t.Helper()
+	o.Net, o.Tap, o.MAC, o.UEFI, o.DiskBoot, o.NICROM, o.MemoryMB, o.Dir = n, "tapa", applianceMAC, true, true, "none", 256, t.TempDir()
+	vm, err := testbed.StartVM(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vm.Kill)
+	_, at, err := vm.Console.WaitFor(ctx, "livebootp-appliance: registry serving", 3*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\nthe whole console:\n%s", err, vm.Console.String())
+	}
+	t.Logf("appliance: power-on to serving in %s", at.Round(100*time.Millisecond))
+	return vm
+}
+
+// login answers the console password prompt; the banner of the shell
+// gate shows once it let us through.
+func logIn(t *testing.T, ctx context.Context, vm *testbed.VM) {
+	t.Helper()
+	prompt := func(mark int) {
+		if _, _, err := vm.Console.WaitFrom(ctx, mark, login.PasswordPrompt, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prompt(0)
+	// A wrong password first: refused, and asked again.
+	mark := vm.Console.Mark()
+	if err := vm.Type("not-the-password\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vm.Console.WaitFrom(ctx, mark, "wrong password", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	prompt(mark)
+	mark = vm.Console.Mark()
+	if err := vm.Type(consolePW + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vm.Console.WaitFrom(ctx, mark, "livebootp appliance:", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(vm.Console.String(), consolePW) {
+		t.Error("the console password was echoed on the console")
+	}
+}
+
+// typeCommand types cmd on the console and returns what it printed, once
+// a line containing want appeared (and the command's end marker).
+func typeCommand(t *testing.T, ctx context.Context, vm *testbed.VM, cmd, want string) string {
+	t.Helper()
+	mark := vm.Console.Mark()
+	// The marker is computed by the shell, so the echoed command line
+	// does not match it.
+	if err := vm.Type(cmd + "; echo cmd-end-$((6*7))\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vm.Console.WaitFrom(ctx, mark, "cmd-end-42", 2*time.Minute); err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	out := vm.Console.Since(mark)
+	if want != "" && !strings.Contains(out, want) {
+		t.Fatalf("%s: no %q in its output:\n%s", cmd, want, out)
+	}
+	return out
+}
+
+func lineWith(text, sub string) string {
+	for l := range strings.Lines(text) {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
+}
