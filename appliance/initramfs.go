@@ -71,7 +71,7 @@ func Commands() []string {
 func Modules(arch string) []string {
 	m := []string{
 		// NICs: Intel, Realtek (incl. USB adapters), ASIX, virtio, e1000
-		"virtio_net", "e1000", "e1000e", "igb", "igc", "r8169",
+		"virtio_pci", "virtio_net", "e1000", "e1000e", "igb", "igc", "r8169",
 		"r8152", "ax88179_178a", "cdc_ether", "smsc95xx", "lan78xx",
 		// storage
 		"virtio_blk", "virtio_scsi", "sd_mod", "usb_storage", "uas", "xhci_pci", "ehci_pci",
@@ -81,7 +81,7 @@ func Modules(arch string) []string {
 	}
 	if arch == "arm64" {
 		// SoC Ethernet and SD/eMMC of common boards (Raspberry Pi, Rockchip).
-		m = append(m, "bcmgenet", "stmmac_platform", "dwmac_rk", "xhci_plat_hcd", "dw_mmc_rockchip",
+		m = append(m, "virtio_mmio", "bcmgenet", "stmmac_platform", "dwmac_rk", "xhci_plat_hcd", "dw_mmc_rockchip",
 			"sdhci_iproc", "sdhci_of_arasan", "mmc_spi")
 	} else {
 		m = append(m, "ohci_pci", "sdhci_acpi")
@@ -135,6 +135,14 @@ func BuildInitramfs(ctx context.Context, out string, s InitramfsSpec) (*initramf
 		uimage.WithBaseFile(base),
 		uimage.WithCPIOOutput(raw),
 		uimage.WithBusyboxCommands(cmds...),
+		// The busybox is compiled in GOPATH mode, where the go command
+		// stamps Go 1.20's GODEBUG defaults into the binary: the old
+		// ServeMux (no "GET /path" patterns: every registry route 404s),
+		// old timer channels and more. An empty default is this
+		// toolchain's own. gobusybox's usual -ldflags (strip, no build
+		// ID) are kept by spelling them here.
+		uimage.WithBusyboxBuildOpts(&golang.BuildOpts{NoStrip: true,
+			ExtraArgs: []string{"-ldflags=-s -w -buildid= -X=runtime.godebugDefault="}}),
 		uimage.WithInit("init"),
 		uimage.WithUinit("livebootp-uinit"),
 		// The console shell goes through the password gate; scripts get

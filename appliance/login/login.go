@@ -44,6 +44,12 @@ type Login struct {
 // Run serves the console until ctx ends.
 func (l *Login) Run(ctx context.Context) error {
 	in, out := os.Stdin, os.Stdout
+	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
+		// u-root's init hands its shell a pipe as stdout (it copies it to
+		// every console), and that pipe breaks for good once the init has
+		// moved on: talk to the terminal itself.
+		out = os.Stdin
+	}
 	if l.TTY != "" {
 		f, err := os.OpenFile(l.TTY, os.O_RDWR, 0)
 		if err != nil {

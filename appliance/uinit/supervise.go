@@ -77,22 +77,33 @@ func (s *Supervisor) keep(ctx context.Context, what string, argv []string, out f
 
 func (s *Supervisor) runOnce(ctx context.Context, what string, argv []string, out func(io.Reader)) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
-	var wg sync.WaitGroup
+	var (
+		wg sync.WaitGroup
+		w  *os.File
+	)
 	if out != nil {
-		r, w, err := os.Pipe()
+		r, pw, err := os.Pipe()
 		if err != nil {
 			return err
 		}
+		w = pw
 		cmd.Stdout, cmd.Stderr = w, w
 		wg.Add(1)
 		go func() { defer wg.Done(); out(r); r.Close() }()
-		defer w.Close()
 	} else {
 		// A getty: its own session with the tty as controlling terminal
 		// is the login program's job.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	if w != nil {
+		// Only the child holds the write end now: the reader sees EOF
+		// when it exits, and its last lines are in the ring before
+		// they are shown.
+		w.Close()
+		defer wg.Wait()
+	}
+	if err != nil {
 		return err
 	}
 	if out != nil {

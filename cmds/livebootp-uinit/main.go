@@ -43,9 +43,11 @@ func boot(ctx context.Context) error {
 		// command by its link.
 		self = "/bbin/livebootp-uinit"
 	}
-	h, err := netlink.NewHandle()
+	// Only the routing family: NewHandle() with none opens XFRM and
+	// netfilter sockets too, which fail without those modules.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return err
+		return fmt.Errorf("netlink: %w", err)
 	}
 	e := &uinit.Env{
 		Root:        "/",
@@ -59,7 +61,10 @@ func boot(ctx context.Context) error {
 }
 
 func supervise(ctx context.Context) error {
-	console, err := os.OpenFile("/dev/console", os.O_WRONLY, 0)
+	// O_NOCTTY: a session leader opening a terminal would make it its
+	// controlling terminal, and take the console from the shell init
+	// starts next.
+	console, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0)
 	if err != nil {
 		return err
 	}
