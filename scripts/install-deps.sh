@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
 	qemu-system-x86 qemu-utils ovmf        # VM tests and the demo (TCG)
 	ipxe ipxe-qemu pxelinux syslinux-common # boot loaders served, and qemu's iPXE ROM
-	iproute2 nftables kmod cpio zstd        # namespaces, loss injection, modules, initrds
+	iproute2 nftables kmod cpio zstd e2fsprogs # namespaces, loss injection, modules, initrds, disk checks
 	busybox-static atftp curl               # real DHCP/TFTP/HTTP clients in tests
 	squashfs-tools mmdebstrap openssh-client # image builds, the Debian demo image
 	systemd-boot-efi dosfstools mtools gdisk # the appliance image (systemd-boot on its ESP) and its checks
