@@ -257,6 +257,18 @@ func TestRelativePaths(t *testing.T) {
 		c.Registry.KeysDir != filepath.Join(dir, "tftp", "ssh_authorized_keys") {
 		t.Errorf("paths: images %s tftp %s keys %s", c.Registry.ImagesDir, c.Registry.TFTPRoot, c.Registry.KeysDir)
 	}
+	// Through a symlink (the appliance links the default config path to
+	// its data partition), relative to where the file really is.
+	link := filepath.Join(t.TempDir(), "config.yml")
+	if err := os.Symlink(filepath.Join(dir, "c.yml"), link); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = Load(link, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Registry.ImagesDir != filepath.Join(dir, "imgs") {
+		t.Errorf("through a symlink: images %s, want %s", c.Registry.ImagesDir, filepath.Join(dir, "imgs"))
+	}
 }
 
 func TestLoadMissingFile(t *testing.T) {

@@ -26,6 +26,11 @@ type Options struct {
 // Load reads and validates the config file at path. Its error is always
 // Problems.
 func Load(path string, opts Options) (*Config, error) {
+	// Relative paths in the file are relative to where it really is: the
+	// appliance links the default path to its data partition.
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		msg := err.Error()
