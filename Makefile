@@ -51,7 +51,7 @@ demo: build kernel loaders
 	$(GO) run ./cmds/demo -binary $(BIN) -init $(INIT) -loaders $(LOADERS)
 
 # Every test: unit, network-namespace, fuzz seeds and VM tests (root).
-test: kernel loaders
+test: kernel kernel-arm64 loaders
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m ./...
 

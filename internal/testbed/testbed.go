@@ -230,6 +230,9 @@ type VMOptions struct {
 	Console  io.Writer // gets every console line as it arrives (demo)
 	Extra    []string  // more qemu arguments
 	Dir      string    // scratch dir (OVMF vars copy)
+	// Arch is the guest's architecture: "" or "amd64" (q35), or "arm64"
+	// (qemu's virt board with AAVMF, UEFI only).
+	Arch string
 }
 
 // VM is a running qemu guest.
@@ -253,11 +256,15 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 	if mem == 0 {
 		mem = 512
 	}
-	args := []string{
-		"-machine", "q35", "-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
-		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-		"-netdev", "tap,id=n0,ifname=" + o.Tap + ",script=no,downscript=no",
+	qemu, machine := "qemu-system-x86_64", []string{"-machine", "q35"}
+	if o.Arch == "arm64" {
+		qemu, machine = "qemu-system-aarch64", []string{"-machine", "virt", "-cpu", "cortex-a57"}
 	}
+	args := append(machine,
+		"-accel", "tcg", "-m", fmt.Sprint(mem), "-smp", "1",
+		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname="+o.Tap+",script=no,downscript=no",
+	)
 	nic := "virtio-net-pci,netdev=n0,mac=" + o.MAC
 	if !o.DiskBoot {
 		nic += ",bootindex=1"
@@ -268,12 +275,15 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 		nic += ",romfile=" + o.NICROM
 	}
 	args = append(args, "-device", nic)
-	if o.UEFI {
-		code := "/usr/share/OVMF/OVMF_CODE_4M.fd"
-		vars := filepath.Join(o.Dir, "OVMF_VARS.fd")
-		data, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
+	if o.UEFI || o.Arch == "arm64" {
+		code, varsTemplate, pkg := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"
+		if o.Arch == "arm64" {
+			code, varsTemplate, pkg = "/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd", "qemu-efi-aarch64"
+		}
+		vars := filepath.Join(o.Dir, "VARS.fd")
+		data, err := os.ReadFile(varsTemplate)
 		if err != nil {
-			return nil, fmt.Errorf("testbed: OVMF (Debian package ovmf): %w", err)
+			return nil, fmt.Errorf("testbed: UEFI firmware (Debian package %s): %w", pkg, err)
 		}
 		if err := os.WriteFile(vars, data, 0o600); err != nil {
 			return nil, err
@@ -308,7 +318,7 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=u%d", d, i), "-device", dev)
 	}
 	args = append(args, o.Extra...)
-	cmd := o.Net.Command(ctx, "qemu-system-x86_64", args...)
+	cmd := o.Net.Command(ctx, qemu, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -322,7 +332,7 @@ func StartVM(ctx context.Context, o VMOptions) (*VM, error) {
 	cmd.WaitDelay = 5 * time.Second
 	vm := &VM{Console: newConsole(o.Console), cmd: cmd, stdin: stdin, waitErr: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("testbed: qemu-system-x86_64 (Debian package qemu-system-x86): %w", err)
+		return nil, fmt.Errorf("testbed: %s (Debian package qemu-system-x86 or qemu-system-arm): %w", qemu, err)
 	}
 	go vm.Console.consume(stdout)
 	go func() {
