@@ -35,3 +35,4 @@ mkdir -p bench/out
 	go test -run '^$' -bench 'BenchmarkLoad(10k|100k)$' -benchmem -count 3 ./bootp/config | grep -E '^Benchmark'
 	echo '```'
 } | tee bench/results.md
+bench/readme.sh bench/results.md
