@@ -36,13 +36,16 @@ import (
 
 // DefaultModules are the modules a target's initrd carries unless told
 // otherwise: common NICs (virtio, Intel, Realtek, Broadcom), disks (virtio,
-// AHCI, NVMe, SCSI), and the filesystems the init helper mounts (squashfs
-// on loop under overlay, ext4 persistent storage, vfat). Names absent from
-// a kernel, or built into it, are skipped.
+// AHCI, NVMe, SCSI), the filesystems the init helper mounts (squashfs on
+// loop under overlay, ext4 persistent storage, vfat), and the kernel's
+// sha256 for the init helper (AF_ALG; the SSSE3/AVX2/SHA-NI code where
+// the CPU has it): the squashfs is verified with it, about twice as fast
+// as Go's portable code on a CPU without SHA-NI. Names absent from a
+// kernel, or built into it, are skipped.
 var DefaultModules = []string{
 	"virtio_net", "virtio_pci", "virtio_blk", "virtio_scsi", "e1000", "e1000e", "igb", "ixgbe", "r8169",
 	"tg3", "bnx2", "af_packet", "ahci", "nvme", "sd_mod", "squashfs", "loop", "overlay", "ext4", "vfat",
-	"nls_cp437", "nls_iso8859-1", "nls_utf8", "crc32c",
+	"nls_cp437", "nls_iso8859-1", "nls_utf8", "crc32c", "af_alg", "algif_hash", "sha256_ssse3",
 }
 
 // DefaultExclude is left out of the squashfs unless told otherwise: the

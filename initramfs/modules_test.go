@@ -17,7 +17,7 @@ import (
 var targetModules = []string{
 	"virtio_net", "virtio_pci", "virtio_blk", "virtio_scsi", "e1000", "e1000e", "igb", "ixgbe", "r8169",
 	"tg3", "bnx2", "af_packet", "squashfs", "loop", "overlay", "ext4", "vfat", "nls_cp437", "nls_iso8859-1",
-	"nls_utf8", "crc32c",
+	"nls_utf8", "crc32c", "af_alg", "algif_hash", "sha256_ssse3",
 }
 
 // debianKernel returns the modules directory and version of the kernel

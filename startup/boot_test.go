@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -417,6 +418,35 @@ func TestBootTwiceWithABlankDisk(t *testing.T) {
 	}
 	if w := reg.reports[2].Warnings; len(w) != 1 || !strings.Contains(w[0], "from the last boot") {
 		t.Errorf("warnings %q", w)
+	}
+
+	// Fourth boot with a new image on the registry: it is downloaded
+	// straight into the disk's cache, mounted from there, and replaces the
+	// old one in the cache.
+	reboot(t, root)
+	reg.mu.Lock()
+	reg.keysDown = false
+	oldSHA := reg.sha
+	reg.squashfs = append(slices.Clone(reg.squashfs), make([]byte, 4096)...) // trailing bytes: a squashfs all the same
+	sum := sha256.Sum256(reg.squashfs)
+	reg.sha = hex.EncodeToString(sum[:])
+	reg.mu.Unlock()
+	s, _, err = boot(t, root, reg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCache := persist.CachePath(s.Data, reg.sha)
+	if s.Cached || s.Squashfs != newCache {
+		t.Errorf("new image: cached %v, squashfs %s, want downloaded into %s", s.Cached, s.Squashfs, newCache)
+	}
+	if bf, err := mount.BackingFile("/sys", s.Loop); err != nil || bf != newCache {
+		t.Errorf("new image: loop device %s backed by %q (%v), want %s", s.Loop, bf, err, newCache)
+	}
+	if st, err := os.Stat(newCache); err != nil || st.Size() != int64(len(reg.squashfs)) {
+		t.Errorf("new image in the cache: %v", err)
+	}
+	if _, err := os.Stat(persist.CachePath(s.Data, oldSHA)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old image is still in the cache: %v", err)
 	}
 }
 

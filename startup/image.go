@@ -1,9 +1,6 @@
 package startup
 
 import (
-	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -46,6 +43,11 @@ func fetchImage(s *State) error {
 		}
 		dst = cache + ".part"
 	}
+	// The kernel's sha256 (AF_ALG), and its SSSE3/AVX2/SHA-NI code where
+	// the CPU has it, before the hash is set up.
+	if err := s.needModules("sha256", anyModule([]string{"algif_hash", "sha256_ssse3"})); err != nil {
+		s.debugf("%v: the download is hashed in Go", err)
+	}
 	start := s.Now()
 	var size int64
 	if s.Manifest != nil {
@@ -67,7 +69,7 @@ func fetchImage(s *State) error {
 	}
 	verified := "not verified"
 	if s.SHA256 != "" {
-		verified = "sha256 verified"
+		verified = "sha256 verified (" + res.Hash + ")"
 	}
 	el := s.Now().Sub(start)
 	s.infof("%.1f MB in %s (%.1f MB/s), %s", float64(res.Size)/1e6, el.Round(10*time.Millisecond),
@@ -139,40 +141,5 @@ func (s *State) mountSquashfs(lower string) error {
 		return err
 	}
 	s.Loop = l.Path
-	return nil
-}
-
-// cacheImage copies the squashfs downloaded into RAM to the persistent
-// cache of a disk initialised after the download, then points the loop
-// device at the copy and frees the RAM.
-func cacheImage(s *State) error {
-	if s.Data == "" || s.SHA256 == "" || s.Cached || s.Squashfs == "" {
-		return nil
-	}
-	cache := persist.CachePath(s.Data, s.SHA256)
-	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
-		return err
-	}
-	err := safefile.Write(cache, 0o644, func(w io.Writer) error {
-		f, err := os.Open(s.Squashfs)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(w, f)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("cache the image: %w", err)
-	}
-	if err := mount.ChangeBacking(s.Loop, cache); err != nil {
-		// The cache is there for the next boot; this boot keeps the RAM copy.
-		return fmt.Errorf("cache the image: %w", err)
-	}
-	if err := os.Remove(s.Squashfs); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	s.Squashfs = cache
-	s.infof("image cached on persistent storage; RAM copy freed")
 	return nil
 }

@@ -1,17 +1,21 @@
 // Package startup is livebootp-init, the /init of every target's initrd: it
 // walks a table of boot steps (Steps: mount the API filesystems, read the
-// kernel command line, load modules, DHCP, find persistent storage, fetch
-// and verify the squashfs, mount it under an overlay, persistent volumes,
-// SSH host keys, hostname, authorized_keys, startup.d scripts, boot report)
-// and then switches root to the image's init.
+// kernel command line, load the network's modules, DHCP, fetch the
+// manifest, find persistent storage, fetch and verify the squashfs, mount
+// it under an overlay, persistent volumes, SSH host keys, hostname,
+// authorized_keys, startup.d scripts, boot report) and then switches root
+// to the image's init. The other modules load in the background; a step
+// waits for the ones it uses, and udev in the image loads what the boot
+// did not need.
 //
 // Every path is relative to State.Root, so tests run the real steps in a
 // temporary directory. A failing fatal step prints
 // "livebootp: FAILED: <step>: <error>; check: <hint>", sends a boot report
 // with the error, and then, with `debug`, runs a rescue shell (the image's
-// /bin/sh when it is mounted, else the initrd's, else waits); without
-// `debug` it reboots after 30 s, so a registry that was briefly away gets
-// another network boot without anyone at the console.
+// /bin/sh when it is mounted, else the initrd's, else the one built in:
+// package rescue); without `debug` it reboots after 30 s, so a registry
+// that was briefly away gets another network boot without anyone at the
+// console.
 //
 // It must never import the registry (bootp/...): the two sides share only
 // package wire. It must never let PID 1 exit (that is a kernel panic).
@@ -41,12 +45,14 @@ import (
 
 // Step is one boot step. Fatal steps stop the boot when they fail; the
 // others add a warning and the boot goes on. Hint says what to check when it
-// fails (an error implementing Hint() string overrides it).
+// fails (an error implementing Hint() string overrides it). Modules are the
+// kernel modules (names, see moduleGroup) it needs loaded before it runs.
 type Step struct {
-	Name  string
-	Run   func(*State) error
-	Fatal bool
-	Hint  string
+	Name    string
+	Run     func(*State) error
+	Fatal   bool
+	Hint    string
+	Modules []string
 }
 
 // State is everything the steps share: the inputs (paths and system calls,
@@ -85,13 +91,14 @@ type State struct {
 	Warnings []string
 	Steps    []wire.Step
 
-	keygen   sshkeys.Generator
-	entropy  chan struct{} // closed when the kernel's CRNG is ready
-	moved    bool          // /dev /proc /sys /run are in the new root
-	switched bool          // root switched: paths are the image's now
-	log      *slog.Logger
-	out      *console
-	step     string // the step running, for console lines
+	keygen    sshkeys.Generator
+	modules   *moduleLoad // started by the modules step; the others wait for what they use
+	cacheGate *os.File    // held open until switch_root's exec starts the background cache copy
+	moved     bool        // /dev /proc /sys /run are in the new root
+	switched  bool        // root switched: paths are the image's now
+	log       *slog.Logger
+	out       *console
+	step      string // the step running, for console lines
 }
 
 // Paths of the init's working directories, under Root.
@@ -153,6 +160,11 @@ func (s *State) Walk(steps []Step) error {
 		s.infof("%s ...", st.Name)
 		s.step = st.Name
 		start := s.Now()
+		if len(st.Modules) > 0 {
+			if err := s.needModules(strings.Join(st.Modules, " "), anyModule(st.Modules)); err != nil {
+				s.warnf("%v", err)
+			}
+		}
 		err := st.Run(s)
 		d := s.Now().Sub(start)
 		rec := wire.Step{Name: st.Name, Duration: d}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -92,7 +93,7 @@ func TestStepsTable(t *testing.T) {
 			t.Errorf("fatal step %q has no hint", st.Name)
 		}
 	}
-	want := "mount cmdline modules network storage manifest fetch rootfs persistent bootlog sshkeys hostname authorized_keys nopasswd move scripts report switch_root"
+	want := "mount cmdline modules disks network manifest storage fetch rootfs persistent bootlog sshkeys hostname authorized_keys nopasswd move scripts report switch_root"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("steps %q", got)
 	}
@@ -186,6 +187,72 @@ func TestModulePlan(t *testing.T) {
 	if !reflect.DeepEqual(p.Order, []string{"kernel/fs/squashfs.ko", "kernel/fs/loop.ko"}) ||
 		!reflect.DeepEqual(p.Deps["kernel/fs/loop.ko"], []string{"kernel/fs/squashfs.ko"}) {
 		t.Errorf("plan without modules.dep: %+v", p)
+	}
+}
+
+// The modules step returns once the network's modules are in (NIC
+// drivers, the virtio bus, their dependencies) and starts the others in
+// the background, but for the SCSI and ATA stacks; a step that needs a
+// module waits for it (a filesystem with the crypto modules it may ask
+// for); the disk controllers load when asked for.
+func TestModulesOnDemand(t *testing.T) {
+	root, mods := moduleTree(t, map[string]string{"modules.dep": "kernel/fs/jbd2/jbd2.ko:\n" +
+		"kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\n" +
+		"kernel/crypto/crc32c_generic.ko:\n" +
+		"kernel/drivers/virtio/virtio.ko:\n" +
+		"kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n" +
+		"kernel/net/core/failover.ko:\n" +
+		"kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko\n" +
+		"kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko\n" +
+		"kernel/drivers/scsi/scsi_mod.ko:\n"})
+	os.MkdirAll(filepath.Join(root, "etc", "livebootp"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc", "livebootp", "modules"),
+		[]byte("ext4\ncrc32c_generic\nvirtio_blk\nvirtio_pci\nvirtio_net\nscsi_mod\n"), 0o644)
+	var mu sync.Mutex
+	var loaded []string
+	release := make(chan struct{})
+	var out bytes.Buffer
+	s := &State{Root: root, KernelRelease: "6.1.0-test", Console: &out, LoadModule: func(p string) error {
+		if !networkModule(strings.TrimPrefix(p, mods+"/")) && !strings.Contains(p, "net/core") {
+			<-release // disk and filesystem modules take their time
+		}
+		mu.Lock()
+		loaded = append(loaded, filepath.Base(p))
+		mu.Unlock()
+		return nil
+	}}
+	have := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		got := slices.Clone(loaded)
+		slices.Sort(got)
+		return got
+	}
+	if err := s.Walk([]Step{{Name: "modules", Run: loadNetworkModules}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := have(), []string{"failover.ko", "virtio.ko", "virtio_net.ko", "virtio_pci.ko"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("loaded when the modules step ended: %q, want %q", got, want)
+	}
+	close(release)
+	if err := s.Walk([]Step{{Name: "persistent", Run: func(*State) error { return nil }, Modules: []string{"ext4"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := have(); !slices.Contains(got, "ext4.ko") || !slices.Contains(got, "jbd2.ko") || !slices.Contains(got, "crc32c_generic.ko") {
+		t.Errorf("loaded after a step needed ext4: %q, want ext4, jbd2 and crc32c_generic among them", got)
+	}
+	s.modules.collect(s, s.modules.request(func(f string) bool { return !moduleGroup("disk-controllers")(f) }, true), "")
+	if got := have(); slices.Contains(got, "scsi_mod.ko") {
+		t.Errorf("a disk controller driver loaded before anything asked for it: %q", got)
+	}
+	if err := s.needModules("disk controllers", moduleGroup("disks")); err != nil || !slices.Contains(have(), "scsi_mod.ko") {
+		t.Errorf("asked for the disk controllers: %v, loaded %q", err, have())
+	}
+	for _, line := range []string{"modules: 4 loaded for 6.1.0-test (network drivers)", "persistent: 3 loaded for 6.1.0-test (ext4)",
+		"1 loaded for 6.1.0-test (disk controllers)"} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("console lacks %q:\n%s", line, out.String())
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,17 +32,20 @@ func Steps() []Step {
 			Hint: "the kernel configuration: proc, sysfs, devtmpfs and tmpfs must be built in"},
 		{Name: "cmdline", Run: readCmdline, Fatal: true,
 			Hint: "the host's boot script on the registry (the livebootp.* kernel arguments)"},
-		{Name: "modules", Run: loadModules,
+		// The network's drivers; the others load in the background, and
+		// the steps wait for those they use.
+		{Name: "modules", Run: loadNetworkModules,
 			Hint: "the initrd's /etc/livebootp/modules and /lib/modules/<kernel>: rebuild the image with the kernel it boots"},
+		{Name: "disks", Run: peekDisks},
 		{Name: "network", Run: network, Fatal: true,
 			Hint: "the link (cable, bridge), the NIC's driver in the initrd's module list, and that the registry answers DHCP for this MAC"},
-		{Name: "storage", Run: findStorage,
-			Hint: "livebootp.persistent= and what the disk holds (blkid, wipefs -n)"},
 		{Name: "manifest", Run: fetchManifest,
 			Hint: "that the registry serves images/<name>/<version>/manifest.json"},
+		{Name: "storage", Run: findStorage,
+			Hint: "livebootp.persistent= and what the disk holds (blkid, wipefs -n)"},
 		{Name: "fetch", Run: fetchImage, Fatal: true,
 			Hint: "the registry's address and that the image is there (curl -I the squashfs URL)"},
-		{Name: "rootfs", Run: mountRootfs, Fatal: true,
+		{Name: "rootfs", Run: mountRootfs, Fatal: true, Modules: []string{"squashfs", "loop", "overlay"},
 			Hint: "squashfs, loop and overlay in the initrd's module list, and enough RAM for the image"},
 		{Name: "persistent", Run: persistentStorage,
 			Hint: "the persistent disk (dmesg, e2fsck) and the image's VOLUMEs"},
@@ -88,40 +92,7 @@ func mountAPI(s *State) error {
 			return err
 		}
 	}
-	s.seedRandom()
 	return nil
-}
-
-// seedRandom makes one blocking getrandom(2) call in the background. Early
-// in boot the kernel's CRNG may not be ready, and the DHCP client polls
-// getrandom without blocking — which never prompts the kernel to gather
-// entropy itself (a blocking call does: jitter entropy, ~1 s) and spins the
-// CPU meanwhile. network waits for this first.
-func (s *State) seedRandom() {
-	ch := make(chan struct{})
-	s.entropy = ch
-	go func() {
-		var b [1]byte
-		unix.Getrandom(b[:], 0)
-		close(ch)
-	}()
-}
-
-func (s *State) waitRandom() {
-	if s.entropy == nil {
-		return
-	}
-	select {
-	case <-s.entropy:
-		return
-	case <-time.After(time.Second):
-		s.infof("waiting for the kernel's random number generator (a VM boots faster with virtio-rng)")
-	}
-	select {
-	case <-s.entropy:
-	case <-time.After(60 * time.Second):
-		s.warnf("the kernel's random number generator is still not ready after 60 s")
-	}
 }
 
 func readCmdline(s *State) error {
@@ -154,7 +125,6 @@ func readCmdline(s *State) error {
 }
 
 func network(s *State) error {
-	s.waitRandom()
 	l, err := s.Network(s.Context, netconf.Options{BootIF: s.Args.BootIF, Log: s.debugf})
 	if err != nil {
 		return err
@@ -188,6 +158,12 @@ func chooseHostname(dhcp, arg string, mac net.HardwareAddr) string {
 	return "livebootp-" + strings.ReplaceAll(mac.String(), ":", "")
 }
 
+// manifestAttempts bounds the manifest's retries: 8 attempts wait 14 s in
+// all, enough for a registry being restarted; 2 cost a boot its
+// persistent VOLUMEs over a 3 s restart (TestVMFaultRegistryRestart). A
+// 404 still ends them at once.
+const manifestAttempts = 8
+
 func fetchManifest(s *State) error {
 	url := s.Args.ManifestURL()
 	if url == "" {
@@ -196,7 +172,7 @@ func fetchManifest(s *State) error {
 		return nil
 	}
 	s.SHA256 = s.Args.SHA256
-	b, err := fetch.Get(s.Context, s.HTTP, url, 1<<20, 2)
+	b, err := fetch.Get(s.Context, s.HTTP, url, 1<<20, manifestAttempts)
 	if err != nil {
 		return fmt.Errorf("%w; the image's VOLUMEs will not be persistent", err)
 	}
@@ -231,7 +207,20 @@ func hostKeys(s *State) error {
 		dir = filepath.Join(s.Data, "livebootp", "ssh")
 	}
 	keys, created, err := sshkeys.Ensure(dir, "root@"+s.Hostname, s.keygen)
+	if len(keys) < len(sshkeys.Types()) {
+		// Persistent storage could not give every key (a damaged disk):
+		// new ones in RAM for this boot, so sshd still starts; the files
+		// on the disk stay as they are for the operator.
+		var temp []string
+		var terr error
+		keys, temp, terr = completeKeys(keys, s.keygen, "root@"+s.Hostname)
+		if len(temp) > 0 {
+			s.warnf("%s host keys for this boot only: %v", strings.Join(temp, ", "), err)
+		}
+		err = errors.Join(err, terr)
+	}
 	s.Keys = keys
+	s.syncData()
 	if ierr := sshkeys.Install(filepath.Join(s.NewRoot(), "etc", "ssh"), keys); ierr != nil {
 		err = errors.Join(err, ierr)
 	}
@@ -247,6 +236,32 @@ func hostKeys(s *State) error {
 		s.debugf("%s", k.Fingerprint)
 	}
 	return err
+}
+
+// completeKeys adds a new key for each type missing from keys, in
+// sshkeys.Types() order, and names the types it added.
+func completeKeys(keys []sshkeys.Key, gen sshkeys.Generator, comment string) ([]sshkeys.Key, []string, error) {
+	if gen == nil {
+		gen = func(typ string) (sshkeys.Key, error) { return sshkeys.Generate(typ, comment) }
+	}
+	var out []sshkeys.Key
+	var added []string
+	var errs []error
+	for _, typ := range sshkeys.Types() {
+		i := slices.IndexFunc(keys, func(k sshkeys.Key) bool { return k.Type == typ })
+		if i >= 0 {
+			out = append(out, keys[i])
+			continue
+		}
+		k, err := gen(typ)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, k)
+		added = append(added, typ)
+	}
+	return out, added, errors.Join(errs...)
 }
 
 // hostname writes /etc/hostname, the 127.0.1.1 line of /etc/hosts (the
@@ -504,6 +519,11 @@ func runScripts(s *State) error {
 	if len(names) == 0 {
 		s.infof("none in %s", scripts.Dir)
 		return nil
+	}
+	// Scripts may use any disk: every driver of the initrd, as before
+	// the steps started loading only what they use.
+	if err := s.needModules("for the scripts", func(string) bool { return true }); err != nil {
+		s.warnf("%v", err)
 	}
 	res, err := r.Run(s.Context)
 	var failed []string

@@ -19,7 +19,7 @@ import (
 // image can come from (and go to) the cache. A labelled filesystem is
 // mounted now; a blank disk is initialised later, with the image's mkfs.
 func findStorage(s *State) error {
-	p, err := s.decide()
+	p, err := s.lookForStorage()
 	s.Plan = p
 	for _, n := range p.Notes {
 		s.debugf("%s", n)
@@ -46,6 +46,55 @@ func findStorage(s *State) error {
 		s.infof("/dev/%s is blank (%d MiB): it will be initialised as ext4 %q", p.Device.Name, p.Device.Size/persist.MiB, p.Label)
 	}
 	return nil
+}
+
+// peekDisks is the disks step, before DHCP: it looks for a livebootp
+// filesystem on the disks the quick drivers find (virtio, NVMe, ...), and
+// when there is none starts the SCSI and ATA drivers in the background, so
+// they probe their controllers while DHCP runs rather than when storage
+// needs them. With one there (every boot but the first) they never load.
+func peekDisks(s *State) error {
+	if s.modules == nil || (s.Args.Persistent != "" && s.Args.Persistent != "auto") {
+		return nil // storage decides: none, or a device named on the command line
+	}
+	if p, ok := s.quickLook(); ok {
+		s.debugf("livebootp filesystem on /dev/%s", p.Device.Name)
+		return nil
+	}
+	s.debugf("no livebootp filesystem on the disks seen so far: %d SCSI and ATA modules load in the background",
+		len(s.modules.request(moduleGroup("disk-controllers"), true)))
+	return nil
+}
+
+// quickLook loads the disk drivers but for SCSI and ATA, and says whether
+// a disk they show holds a livebootp filesystem to use.
+func (s *State) quickLook() (persist.Plan, bool) {
+	disks, controllers := moduleGroup("disks"), moduleGroup("disk-controllers")
+	if err := s.needModules("disk drivers", func(f string) bool { return disks(f) && !controllers(f) }); err != nil {
+		s.warnf("%v", err)
+	}
+	p, err := persist.Decide(s.Root, s.Args.Persistent)
+	return p, err == nil && p.Action == persist.Use
+}
+
+// lookForStorage looks first at the disks the quick drivers find (virtio,
+// NVMe, ...) and uses a livebootp filesystem there; only without one does
+// it load the SCSI and ATA drivers and decide with every disk in view (a
+// blank disk is chosen only when no disk holds a livebootp filesystem).
+// Where two disks hold one, the quick drivers' wins.
+func (s *State) lookForStorage() (persist.Plan, error) {
+	if s.Args.Persistent == "none" {
+		return s.decide()
+	}
+	if s.Args.Persistent == "" || s.Args.Persistent == "auto" {
+		if p, ok := s.quickLook(); ok {
+			return p, nil
+		}
+	}
+	if err := s.needModules("disk controllers", moduleGroup("disks")); err != nil {
+		s.warnf("%v", err)
+	}
+	return s.decide()
 }
 
 // decide runs persist.Decide, waiting a little for disks that are still
@@ -96,6 +145,9 @@ func (s *State) startKeygen() {
 // mountData mounts persistent storage at /run/livebootp/data. A regular
 // file (a disk image, in tests) is attached to a loop device first.
 func (s *State) mountData(dev, fstype string) error {
+	if err := s.needModules(fstype, moduleGroup(fstype)); err != nil {
+		s.warnf("%v", err)
+	}
 	target := s.work("data")
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
@@ -156,7 +208,28 @@ func persistentStorage(s *State) error {
 			s.infof("%s (bind, %s)", v, state)
 		}
 	}
+	s.syncData()
 	return errors.Join(errs...)
+}
+
+// syncData flushes persistent storage (syncfs). fsync alone is not enough
+// on a filesystem without a journal (busybox's mke2fs makes ext2): the
+// block and inode bitmaps are written back later, and a power cut before
+// that leaves inodes "doubly allocated" and directories that fail with EIO
+// on the next boot.
+func (s *State) syncData() {
+	if s.Data == "" {
+		return
+	}
+	f, err := os.Open(s.Data)
+	if err != nil {
+		s.warnf("sync persistent storage: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		s.warnf("sync persistent storage %s: %v", s.Data, err)
+	}
 }
 
 // initialise formats the blank disk chosen by findStorage with the image's
@@ -183,11 +256,17 @@ func (s *State) initialise() error {
 			bound = append(bound, t)
 		}
 	}
+	// The moment a power cut would leave a half-made filesystem: shown,
+	// so the fault test can aim at it.
+	s.debugf("formatting /dev/%s", p.Device.Name)
 	cmd, err := persist.Initialise(s.Context, p, root, chroot, dev, nil)
 	if err != nil {
 		return err
 	}
 	s.infof("initialised /dev/%s: %s", p.Device.Name, strings.Fields(cmd)[0])
+	if strings.Contains(cmd, "busybox") {
+		s.warnf("/dev/%s is ext2 without a journal (busybox mke2fs): a power cut while it is written can damage it; e2fsprogs in the image gives ext4 with a journal", p.Device.Name)
+	}
 	if err := s.mountData(p.Device.Path, "ext4"); err != nil {
 		return err
 	}

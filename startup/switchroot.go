@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/livebootp/livebootp/startup/report"
+	"github.com/livebootp/livebootp/startup/rescue"
 )
 
 // moveMounts moves /dev, /proc, /sys and /run (with the squashfs, the
@@ -129,9 +130,13 @@ func (c *console) closeFile() {
 func sethostname(name string) error { return unix.Sethostname([]byte(name)) }
 
 // Run is livebootp-init's main: it boots with the production State and
-// execs the image's init. Only when not PID 1 does it return (an error:
-// this program is only ever /init of an initrd).
+// execs the image's init. Only when not PID 1 does it return: as the
+// background cache copy it started itself (see startCacheCopy), or with
+// an error (this program is only ever /init of an initrd).
 func Run(args []string, console io.Writer) error {
+	if isCacheCopy(args) {
+		return runCacheCopy(args[2:], console)
+	}
 	if os.Getpid() != 1 {
 		return errors.New("livebootp-init is the /init of a livebootp initrd and runs as PID 1 only; `livebootp image build` puts it there")
 	}
@@ -172,8 +177,8 @@ func (s *State) Fail(err error) {
 }
 
 // rescue runs a shell on the console: the image's when it is mounted,
-// else the initrd's (busybox), else waits forever. When the shell exits
-// the machine reboots.
+// else the initrd's (busybox), else the one built in (package rescue).
+// When the shell exits the machine reboots.
 func (s *State) rescue() {
 	newRoot := s.NewRoot()
 	var cmd *exec.Cmd
@@ -198,8 +203,14 @@ func (s *State) rescue() {
 	case fileExists(filepath.Join(s.Root, "bin", "busybox")):
 		cmd = exec.Command(filepath.Join(s.Root, "bin", "busybox"), "sh")
 	default:
-		s.infof("no shell in the image or the initrd: waiting; power-cycle the machine")
-		sleepForever()
+		// The usual case before the image is mounted: image build puts
+		// no shell in the initrd.
+		s.infof("rescue shell (debug), built into livebootp-init: no /bin/sh in the image or the initrd; "+
+			"commands: the shell's own and %s. Exit it to reboot.", strings.Join(rescue.Builtins(), ", "))
+		if err := rescue.Shell(s.Context, os.Stdin, os.Stdout, os.Stderr, rescueEnv(), rescuePrompt); err != nil {
+			s.infof("%v", err)
+		}
+		return
 	}
 	s.infof("rescue shell (debug); exit it to reboot. The image is at /%s until switch_root.", dirNewRoot)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -207,10 +218,16 @@ func (s *State) rescue() {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty = true, true
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=linux", "PS1=livebootp-rescue# "}
+	cmd.Env = append(rescueEnv(), "PS1="+rescuePrompt)
 	if err := cmd.Run(); err != nil {
 		s.infof("rescue shell: %v", err)
 	}
+}
+
+const rescuePrompt = "livebootp-rescue# "
+
+func rescueEnv() []string {
+	return []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=linux"}
 }
 
 // sleepForever blocks without leaving the Go runtime with nothing to run:

@@ -174,14 +174,7 @@ func TestVMTargetBoots(t *testing.T) {
 
 	// A corrupted squashfs (same manifest checksum) is refused.
 	sq := filepath.Join(s.ImagesDir, "busybox", "1", wire.ImageSquashfs)
-	data, err := os.ReadFile(sq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	if err := os.WriteFile(sq, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	corrupt(t, sq)
 	vm, err := s.Boot(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

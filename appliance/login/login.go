@@ -37,13 +37,19 @@ type Login struct {
 	// process's own stdin/stdout (the console init gave it).
 	TTY    string
 	Banner string
+	// In and Out, when set, replace the terminal (tests).
+	In  *os.File
+	Out io.Writer
 	// Fail is the pause after a wrong password.
 	Fail time.Duration
 }
 
 // Run serves the console until ctx ends.
 func (l *Login) Run(ctx context.Context) error {
-	in, out := os.Stdin, os.Stdout
+	var (
+		in            = os.Stdin
+		out io.Writer = os.Stdout
+	)
 	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
 		// u-root's init hands its shell a pipe as stdout (it copies it to
 		// every console), and that pipe breaks for good once the init has
@@ -60,6 +66,9 @@ func (l *Login) Run(ctx context.Context) error {
 		// ours so ^C reaches the shell.
 		_ = unix.IoctlSetInt(int(f.Fd()), unix.TIOCSCTTY, 0)
 		in, out = f, f
+	}
+	if l.In != nil {
+		in, out = l.In, l.Out
 	}
 	if l.Fail == 0 {
 		l.Fail = 3 * time.Second

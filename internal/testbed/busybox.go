@@ -41,6 +41,12 @@ echo "ran as $(id -u) with hostname $(cat /etc/hostname)" > /etc/startupd-ran
 // /srv/data) and runs `livebootp image build` on it, writing
 // out/images/busybox/1. bin is livebootp, initBin livebootp-init.
 func BuildBusyboxImage(repo, bin, initBin, scratch, out string) error {
+	return buildBusyboxImage(repo, bin, initBin, scratch, out, nil)
+}
+
+// buildBusyboxImage is BuildBusyboxImage; extra, when set, adds to the
+// root filesystem before the build.
+func buildBusyboxImage(repo, bin, initBin, scratch, out string, extra func(root string) error) error {
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		return fmt.Errorf("needs busybox (Debian package busybox-static): %w", err)
@@ -93,6 +99,11 @@ func BuildBusyboxImage(repo, bin, initBin, scratch, out string) error {
 		os.RemoveAll(dst)
 		if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
 			return fmt.Errorf("copying the modules: %v %s", err, out)
+		}
+	}
+	if extra != nil {
+		if err := extra(root); err != nil {
+			return err
 		}
 	}
 	cmd := exec.Command(bin, "image", "build", "--name", "busybox", "--version", "1", "--from", root, "--out", out,

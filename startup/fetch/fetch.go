@@ -9,7 +9,6 @@ package fetch
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -144,7 +143,8 @@ type Result struct {
 	Size     int64
 	SHA256   string // hex
 	Attempts int
-	Resumes  int // attempts that continued with a Range request
+	Resumes  int    // attempts that continued with a Range request
+	Hash     string // the sha256 code that ran: "kernel" (AF_ALG) or "go"
 }
 
 // File downloads url into path (created or truncated), verifying wantSHA
@@ -167,7 +167,12 @@ func File(ctx context.Context, url, path, wantSHA string, o Options) (res Result
 			os.Remove(path)
 		}
 	}()
-	d := &download{url: url, f: f, o: &o, h: sha256.New(), start: o.Now()}
+	h, hashName := newSHA256()
+	if c, ok := h.(io.Closer); ok {
+		defer c.Close()
+	}
+	res.Hash = hashName
+	d := &download{url: url, f: f, o: &o, h: h, start: o.Now()}
 	d.lastShown = d.start // the first line after Every, not at the first byte
 	var last error
 	wait := o.Backoff
@@ -192,7 +197,8 @@ func File(ctx context.Context, url, path, wantSHA string, o Options) (res Result
 		}
 		last = err
 		var he *HTTPError
-		if errors.As(err, &he) && he.Permanent() {
+		var hashErr *hashError
+		if (errors.As(err, &he) && he.Permanent()) || errors.As(err, &hashErr) {
 			return res, err
 		}
 		if attempt == o.Attempts {
@@ -298,7 +304,9 @@ func (d *download) attempt(parent context.Context) (resumed, done bool, err erro
 			if _, err := d.f.Write(buf[:n]); err != nil {
 				return resumed, false, fmt.Errorf("download %s into %s: %w (is the tmpfs or the disk full?)", d.url, d.f.Name(), err)
 			}
-			d.h.Write(buf[:n])
+			if _, err := d.h.Write(buf[:n]); err != nil {
+				return resumed, false, &hashError{err}
+			}
 			d.done += int64(n)
 			d.progress()
 		}
@@ -316,6 +324,13 @@ func (d *download) attempt(parent context.Context) (resumed, done bool, err erro
 		}
 	}
 }
+
+// hashError is a failure of the hash itself (the kernel's, through
+// AF_ALG), which another attempt will not fix.
+type hashError struct{ err error }
+
+func (e *hashError) Error() string { return "computing the sha256: " + e.err.Error() }
+func (e *hashError) Unwrap() error { return e.err }
 
 func (d *download) reset() error {
 	if err := d.f.Truncate(0); err != nil {
@@ -428,7 +443,10 @@ func Verify(path, wantSHA string) error {
 		return err
 	}
 	defer f.Close()
-	h := sha256.New()
+	h, _ := newSHA256()
+	if c, ok := h.(io.Closer); ok {
+		defer c.Close()
+	}
 	if _, err := io.Copy(h, f); err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}

@@ -164,8 +164,14 @@ func ChangeBacking(loopDev, file string) error {
 		return fmt.Errorf("switch %s to %s: %w", loopDev, file, err)
 	}
 	defer f.Close()
-	if err := unix.IoctlSetInt(int(dev.Fd()), loopChangeFD, int(f.Fd())); err != nil {
-		return fmt.Errorf("switch %s to %s: LOOP_CHANGE_FD: %w", loopDev, file, err)
+	return ChangeBackingFile(dev, f)
+}
+
+// ChangeBackingFile is ChangeBacking on open files: the loop device and
+// the new backing file (opened for reading).
+func ChangeBackingFile(dev, file *os.File) error {
+	if err := unix.IoctlSetInt(int(dev.Fd()), loopChangeFD, int(file.Fd())); err != nil {
+		return fmt.Errorf("switch %s to %s: LOOP_CHANGE_FD: %w", dev.Name(), file.Name(), err)
 	}
 	return nil
 }

@@ -12,14 +12,17 @@ import (
 	"github.com/livebootp/livebootp/wire"
 
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/iana"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -161,10 +164,13 @@ func WaitCarrier(ctx context.Context, h *netlink.Handle, bootIF net.HardwareAddr
 			}
 			return nil, fmt.Errorf("%s after %s", what, timeout)
 		}
+		// A virtual NIC has carrier as soon as it is up, a physical one
+		// after autonegotiation (seconds): look again soon, then less
+		// often.
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(min(time.Duration(i+1)*5*time.Millisecond, 50*time.Millisecond)):
 		}
 	}
 }
@@ -231,11 +237,10 @@ func dhcpOnce(ctx context.Context, ifc string) (*Lease, error) {
 			dhcpv4.OptionHostName, dhcpv4.OptionDomainName, dhcpv4.OptionInterfaceMTU, dhcpv4.OptionBroadcastAddress),
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorClass)),
 	}
-	nl, err := c.Request(ctx, mods...)
+	ack, err := dora(ctx, c, mods)
 	if err != nil {
 		return nil, err
 	}
-	ack := nl.ACK
 	mask := ack.SubnetMask()
 	if mask == nil {
 		mask = ack.YourIPAddr.DefaultMask()
@@ -257,6 +262,51 @@ func dhcpOnce(ctx context.Context, ifc string) (*Lease, error) {
 		l.MTU = int(mtu)
 	}
 	return l, nil
+}
+
+// dora is DISCOVER, OFFER, REQUEST, ACK with a transaction ID from
+// math/rand: nclient4's Request takes it from crypto/rand, which early in
+// boot waits for the kernel's CRNG (over a second of jitter entropy on a
+// machine without a hardware RNG, such as an emulated one), for a number
+// that only has to tell this exchange from others on the link. The
+// messages are RFC 2131's (section 4.4.1, table 5); nclient4 sends them,
+// retries and matches the answers.
+func dora(ctx context.Context, c *nclient4.Client, mods []dhcpv4.Modifier) (*dhcpv4.DHCPv4, error) {
+	var xid dhcpv4.TransactionID
+	binary.BigEndian.PutUint32(xid[:], rand.Uint32())
+	common := append([]dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize))}, mods...)
+	discover := request(xid, append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(c.InterfaceAddr()),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)}, common...))
+	offer, err := c.SendAndRead(ctx, nclient4.DefaultServers, discover, nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
+	if err != nil {
+		return nil, fmt.Errorf("no offer: %w", err)
+	}
+	req := request(xid, append([]dhcpv4.Modifier{dhcpv4.WithReply(offer), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithClientIP(offer.ClientIPAddr), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr)),
+		dhcpv4.WithOptionCopied(offer, dhcpv4.OptionServerIdentifier)}, common...))
+	ack, err := c.SendAndRead(ctx, nclient4.DefaultServers, req, nclient4.IsAll(
+		nclient4.IsCorrectServer(offer.ServerIdentifier()), nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)))
+	if err != nil {
+		return nil, fmt.Errorf("no answer to the request for %s from %s: %w", offer.YourIPAddr, offer.ServerIdentifier(), err)
+	}
+	if ack.MessageType() == dhcpv4.MessageTypeNak {
+		return nil, fmt.Errorf("%s refused %s (NAK): %s", offer.ServerIdentifier(), offer.YourIPAddr, ack.Message())
+	}
+	return ack, nil
+}
+
+// request is a client message: a BOOTREQUEST from an Ethernet NIC with
+// no addresses set, then the modifiers.
+func request(xid dhcpv4.TransactionID, mods []dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	d := &dhcpv4.DHCPv4{
+		OpCode: dhcpv4.OpcodeBootRequest, HWType: iana.HWTypeEthernet, ClientHWAddr: make(net.HardwareAddr, 6),
+		TransactionID: xid, ClientIPAddr: net.IPv4zero, YourIPAddr: net.IPv4zero, ServerIPAddr: net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero, Options: dhcpv4.Options{},
+	}
+	for _, m := range mods {
+		m(d)
+	}
+	return d
 }
 
 // Configure applies the lease: MTU, address (valid for the whole boot: the

@@ -8,10 +8,13 @@
 package safefile
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // WriteFile writes data to path atomically: a temporary file in the same
@@ -55,6 +58,35 @@ func Write(path string, perm os.FileMode, fill func(io.Writer) error) error {
 	}
 	ok = true
 	return SyncDir(dir)
+}
+
+// RemoveStale removes the temporary files that writes of path cut short
+// by a power cut left next to it. Only call it when no write of path can
+// be running.
+func RemoveStale(path string) error {
+	dir, base := filepath.Split(path)
+	stale, err := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+".tmp*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range stale {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Rename renames old to new and fsyncs the directory of new, so the rename

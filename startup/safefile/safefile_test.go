@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -36,5 +37,29 @@ func TestWriteReplacesAtomically(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("%d files left in %s", len(ents), dir)
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ssh_host_rsa_key")
+	keep := []string{"ssh_host_rsa_key", "ssh_host_rsa_key.pub", ".other.tmp1", ".ssh_host_rsa_key.pub.tmp2"}
+	for _, f := range append([]string{".ssh_host_rsa_key.tmp12345", ".ssh_host_rsa_key.tmp"}, keep...) {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveStale(p); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	slices.Sort(left)
+	slices.Sort(keep)
+	if !slices.Equal(left, keep) {
+		t.Errorf("left %q, want %q", left, keep)
 	}
 }

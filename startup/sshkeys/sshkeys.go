@@ -150,6 +150,13 @@ func Ensure(dir, comment string, gen Generator) (keys []Key, created []string, e
 	for _, typ := range Types() {
 		if dir != "" {
 			path := filepath.Join(dir, "ssh_host_"+typ+"_key")
+			// A power cut in an earlier boot's write leaves a temporary
+			// file; the key itself is whole or absent (written atomically).
+			for _, p := range []string{path, path + ".pub"} {
+				if err := safefile.RemoveStale(p); err != nil {
+					errs = append(errs, err)
+				}
+			}
 			b, rerr := os.ReadFile(path)
 			if rerr == nil {
 				k, perr := fromPEM(typ, b, comment)

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -116,5 +117,29 @@ func TestInstallReadableBySSHKeygen(t *testing.T) {
 		if err != nil || !strings.HasPrefix(string(k.Public), strings.TrimSpace(string(out))) {
 			t.Errorf("ssh-keygen -y %s: %s %v", k.FileName(), out, err)
 		}
+	}
+}
+
+// A power cut during an earlier boot's write left a temporary file: the
+// next Ensure removes it and writes the key.
+func TestEnsureRemovesLeftoversOfACutWrite(t *testing.T) {
+	dir := t.TempDir()
+	leftover := filepath.Join(dir, ".ssh_host_ed25519_key.pub.tmp766843329")
+	if err := os.WriteFile(leftover, []byte("ssh-ed25519 AAAA"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Ensure(dir, "root@web1", Pregenerate("root@web1")); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if len(names) != 6 || slices.Contains(names, filepath.Base(leftover)) {
+		t.Errorf("after Ensure the directory holds %q, want the 6 key files only", names)
 	}
 }
