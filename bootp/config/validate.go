@@ -412,6 +412,16 @@ func (v *validator) hosts() {
 			v.col.add(hs.at[hCmdline], fmt.Sprintf("cmdline-append of host %s contains a control character", quoted),
 				"keep the kernel arguments on one line, separated by spaces")
 		}
+		// iPXE reads its kernel line as a command: && and || chain
+		// other commands and ${...} expands its settings, so the text
+		// would not reach the kernel as written.
+		for _, op := range []string{"&&", "||", "${"} {
+			if strings.Contains(h.CmdlineAppend, op) {
+				v.col.add(hs.at[hCmdline], fmt.Sprintf("cmdline-append of host %s contains %q, which iPXE's boot script would run or expand instead of passing to the kernel", quoted, op),
+					"remove it; kernel arguments are NAME or NAME=VALUE words")
+				break
+			}
+		}
 	}
 	v.suggestAddresses(noAddr, byAddr, reserved, bcast)
 	c.byMAC, c.byAddr, c.byName = byMAC, byAddr, byName
