@@ -84,8 +84,6 @@ func (l *Login) Run(ctx context.Context) error {
 				continue
 			}
 			if !ok {
-				fmt.Fprintln(out, "wrong password")
-				time.Sleep(l.Fail)
 				continue
 			}
 		}
@@ -104,9 +102,9 @@ func (l *Login) Run(ctx context.Context) error {
 
 // ask reads one password with echo off (when in is a terminal).
 func (l *Login) ask(in *os.File, out io.Writer, br *bufio.Reader, hash string) (bool, error) {
-	// A whole line: a serial terminal that only sees complete lines (and
-	// a test driving the console) knows when to type.
-	fmt.Fprintln(out, PasswordPrompt)
+	// Echo goes off before the prompt shows, and comes back only after a
+	// wrong password's pause: whatever is typed once the prompt is up (or
+	// typed ahead during the pause) never shows.
 	fd := int(in.Fd())
 	if t, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
 		quiet := *t
@@ -115,10 +113,18 @@ func (l *Login) ask(in *os.File, out io.Writer, br *bufio.Reader, hash string) (
 			defer unix.IoctlSetTermios(fd, unix.TCSETS, t)
 		}
 	}
+	// A whole line: a serial terminal that only sees complete lines (and
+	// a test driving the console) knows when to type.
+	fmt.Fprintln(out, PasswordPrompt)
 	line, err := br.ReadString('\n')
 	if err != nil && line == "" {
 		return false, err
 	}
 	pw := strings.TrimRight(line, "\r\n")
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil, nil
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) != nil {
+		fmt.Fprintln(out, "wrong password")
+		time.Sleep(l.Fail)
+		return false, nil
+	}
+	return true, nil
 }
