@@ -7,7 +7,7 @@ INIT     := bin/livebootp-init
 LOADERS  := build/tftpboot
 KERNEL   := build/kernel/vmlinuz
 
-.PHONY: all build deps kernel kernel-arm64 loaders demo test test-short bench fuzz vet fmt clean appliance appliance-arm64
+.PHONY: all build deps kernel kernel-arm64 loaders demo demo-appliance test test-short bench fuzz vet fmt clean appliance appliance-arm64
 
 all: build
 
@@ -49,6 +49,10 @@ loaders: deps
 # from it through its own iPXE ROM; the VM's console is printed as it boots.
 demo: build kernel loaders
 	$(GO) run ./cmds/demo -binary $(BIN) -init $(INIT) -loaders $(LOADERS)
+
+# The appliance image in one VM (OVMF), a target PXE-booting from it in another.
+demo-appliance: build kernel loaders
+	$(GO) run ./cmds/demo -appliance -binary $(BIN) -init $(INIT) -loaders $(LOADERS)
 
 # Every test: unit, network-namespace, fuzz seeds and VM tests (root).
 test: kernel kernel-arm64 loaders

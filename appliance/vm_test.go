@@ -2,8 +2,6 @@ package appliance_test
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,11 +18,7 @@ import (
 	"github.com/livebootp/livebootp/internal/testbed"
 )
 
-const (
-	applianceMAC = "52:54:00:88:00:01"
-	targetMAC    = "52:54:00:88:00:10"
-	consolePW    = "lbp-console-pw"
-)
+const consolePW = "lbp-console-pw"
 
 // TestVMAppliance builds an appliance image the way `livebootp appliance
 // build` does, with the busybox test image and a host on its data
@@ -64,7 +58,7 @@ func TestVMAppliance(t *testing.T) {
 		if err := os.Truncate(blank, 256<<20); err != nil {
 			t.Fatal(err)
 		}
-		target, err := testbed.StartVM(ctx, testbed.VMOptions{Net: n, Tap: "tapt", MAC: targetMAC, Disks: []string{blank}, Dir: t.TempDir()})
+		target, err := testbed.StartVM(ctx, testbed.VMOptions{Net: n, Tap: "tapt", MAC: testbed.TargetMAC, Disks: []string{blank}, Dir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,8 +95,35 @@ func TestVMAppliance(t *testing.T) {
 	})
 }
 
-// buildTestAppliance builds an appliance image for arch; the amd64 one
-// carries the busybox test image and a host to boot it.
+// buildTestAppliance builds an appliance image for arch behind the
+// console password consolePW; the amd64 one carries the busybox test image
+// and a host to boot it.
+func buildTestAppliance(t *testing.T, ctx context.Context, repo, dir, arch string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(consolePW), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testbed.ApplianceSpec{Repo: repo, Dir: dir, Arch: arch, PasswordHash: string(hash)}
+	if arch == "amd64" {
+		spec.Binary = testbed.BuildGo(t, repo, "./cmds/livebootp")
+		spec.Init = testbed.BuildGo(t, repo, "./cmds/livebootp-init")
+	}
+	var log syncbuf.Buffer
+	spec.Log = &log
+	start := time.Now()
+	img, res, err := testbed.BuildAppliance(ctx, spec)
+	if err != nil {
+		t.Fatalf("appliance build: %v\n%s", err, log.String())
+	}
+	t.Logf("%s appliance image built in %s: %d MiB, initramfs %.2f MB zstd, %d modules (kernel lacks %v)",
+		arch, time.Since(start).Round(time.Second), res.Layout.Size>>20, float64(res.Initramfs)/1e6, res.Modules, res.MissingModule)
+	if res.Initramfs > 8<<20 {
+		t.Errorf("initramfs is %.2f MB: the appliance's budget is 8 MB", float64(res.Initramfs)/1e6)
+	}
+	return img
+}
+
 // In 128 MB: OVMF 2022.11 under TCG cannot start any EFI program (not even
 // a bare kernel) with so little memory, so the image's own kernel and
 // initramfs, taken from its ESP, are started by qemu directly; the data
@@ -116,14 +137,14 @@ func boot128MB(t *testing.T, ctx context.Context, img string) {
 			t.Fatalf("mcopy %s from the ESP (mtools): %v: %s", f, err, out)
 		}
 	}
-	vm, err := testbed.StartVM(ctx, testbed.VMOptions{Net: n, Tap: "tapa", MAC: applianceMAC, MemoryMB: 128, NICROM: "none",
+	vm, err := testbed.StartVM(ctx, testbed.VMOptions{Net: n, Tap: "tapa", MAC: testbed.ApplianceMAC, MemoryMB: 128, NICROM: "none",
 		Disks: []string{stick}, Dir: dir, Extra: []string{"-kernel", filepath.Join(dir, "vmlinuz"),
 			"-initrd", filepath.Join(dir, "initrd.img"), "-append", appliance.DefaultCmdline("amd64")}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
-	if _, at, err := vm.Console.WaitFor(ctx, "livebootp-appliance: registry serving", 3*time.Minute); err != nil {
+	if _, at, err := vm.Console.WaitFor(ctx, testbed.ApplianceServing, 3*time.Minute); err != nil {
 		t.Fatalf("%v\nthe whole console:\n%s", err, vm.Console.String())
 	} else {
 		t.Logf("appliance in 128 MB: kernel start to serving in %s", at.Round(100*time.Millisecond))
@@ -134,82 +155,6 @@ func boot128MB(t *testing.T, ctx context.Context, img string) {
 		t.Errorf("livebootp status in 128 MB:\n%s", out)
 	}
 	t.Logf("memory in 128 MB, serving:\n%s", lineWith(out, "Mem"))
-}
-
-func buildTestAppliance(t *testing.T, ctx context.Context, repo, dir, arch string) string {
-	t.Helper()
-	out := filepath.Join(dir, "out")
-	if arch == "amd64" {
-		bin := testbed.BuildGo(t, repo, "./cmds/livebootp")
-		initBin := testbed.BuildGo(t, repo, "./cmds/livebootp-init")
-		if err := testbed.BuildBusyboxImage(repo, bin, initBin, filepath.Join(dir, "scratch"), out); err != nil {
-			t.Fatal(err)
-		}
-	} else if err := os.MkdirAll(filepath.Join(out, "images", "busybox", "1"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(dir, "keys")
-	if err := os.MkdirAll(keys, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(keys, "admins"), []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAppliancetestkeyAppliancetestkeyAppliance admin@appliance-test\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(consolePW), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
-  hostname: lbp-appliance
-  console-password: "%s"
-  interfaces:
-    eth0:
-      address: 10.88.0.1/24
-bootp-registry:
-  interface: eth0
-  tftp-root: loaders
-  images-dir: images
-  ssh-authorized-keys-dir: ssh-authorized-keys
-hosts:
-  target1:
-    hardware-ethernet: "%s"
-    fixed-address: 10.88.0.10
-    image-name: busybox/1
-    ssh-authorized-keys: admins
-    cmdline-append: console=ttyS0 panic=-1
-`, hash, targetMAC)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kdir, efi := filepath.Dir(testbed.KernelPath(repo)), "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
-	if arch == "arm64" {
-		kdir = filepath.Join(repo, "build", "kernel-arm64")
-		efi = filepath.Join(kdir, "systemd-bootaa64.efi")
-	}
-	kver, err := os.ReadFile(filepath.Join(kdir, "version"))
-	if err != nil {
-		t.Fatalf("%v (make kernel-arm64 fetches the arm64 kernel)", err)
-	}
-	var log syncbuf.Buffer
-	img := filepath.Join(dir, "appliance.img")
-	start := time.Now()
-	res, err := appliance.Build(ctx, img, appliance.Spec{
-		Repo: repo, Arch: arch, Kernel: filepath.Join(kdir, "vmlinuz"),
-		ModulesDir: filepath.Join(kdir, "lib", "modules", strings.TrimSpace(string(kver))),
-		Config:     cfg, Images: filepath.Join(out, "images"), Keys: keys,
-		Loaders:   filepath.Join(repo, "build", "tftpboot"),
-		EFILoader: efi,
-		TempDir:   dir, Log: slog.New(slog.NewTextHandler(&log, nil)),
-	})
-	if err != nil {
-		t.Fatalf("appliance build: %v\n%s", err, log.String())
-	}
-	t.Logf("%s appliance image built in %s: %d MiB, initramfs %.2f MB zstd, %d modules (kernel lacks %v)",
-		arch, time.Since(start).Round(time.Second), res.Layout.Size>>20, float64(res.Initramfs)/1e6, res.Modules, res.MissingModule)
-	if res.Initramfs > 8<<20 {
-		t.Errorf("initramfs is %.2f MB: the appliance's budget is 8 MB", float64(res.Initramfs)/1e6)
-	}
-	return img
 }
 
 // TestVMApplianceArm64 builds the arm64 image (Debian's arm64 kernel and
@@ -268,21 +213,15 @@ func copyImage(t *testing.T, img string) string {
 	return p
 }
 
-// bootAppliance boots the image under OVMF in 256 MB (OVMF 2022.11 under
-// TCG cannot start any EFI program in 128 MB) and waits until the
-// registry serves.
+// bootAppliance boots the image and waits until the registry serves.
 func bootAppliance(t *testing.T, ctx context.Context, n *testbed.Net, dir string, o testbed.VMOptions) *testbed.VM {
 	t.Helper()
-	o.Net, o.Tap, o.MAC, o.UEFI, o.DiskBoot, o.NICROM, o.MemoryMB, o.Dir = n, "tapa", applianceMAC, true, true, "none", 256, t.TempDir()
-	vm, err := testbed.StartVM(ctx, o)
+	o.Dir = t.TempDir()
+	vm, at, err := testbed.BootAppliance(ctx, n, o, 3*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(vm.Kill)
-	_, at, err := vm.Console.WaitFor(ctx, "livebootp-appliance: registry serving", 3*time.Minute)
-	if err != nil {
-		t.Fatalf("%v\nthe whole console:\n%s", err, vm.Console.String())
-	}
 	t.Logf("appliance: power-on to serving in %s", at.Round(100*time.Millisecond))
 	return vm
 }
@@ -318,20 +257,14 @@ func logIn(t *testing.T, ctx context.Context, vm *testbed.VM) {
 	}
 }
 
-// typeCommand types cmd on the console and returns what it printed, once
-// a line containing want appeared (and the command's end marker).
+// typeCommand types cmd on the console and returns what it printed,
+// failing t unless it contains want.
 func typeCommand(t *testing.T, ctx context.Context, vm *testbed.VM, cmd, want string) string {
 	t.Helper()
-	mark := vm.Console.Mark()
-	// The marker is computed by the shell, so the echoed command line
-	// does not match it.
-	if err := vm.Type(cmd + "; echo cmd-end-$((6*7))\n"); err != nil {
+	out, err := testbed.RunOnConsole(ctx, vm, cmd, 2*time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := vm.Console.WaitFrom(ctx, mark, "cmd-end-42", 2*time.Minute); err != nil {
-		t.Fatalf("%s: %v", cmd, err)
-	}
-	out := vm.Console.Since(mark)
 	if want != "" && !strings.Contains(out, want) {
 		t.Fatalf("%s: no %q in its output:\n%s", cmd, want, out)
 	}

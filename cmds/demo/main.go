@@ -2,8 +2,9 @@
 // kernel, livebootp-init), starts a registry in a throwaway network
 // namespace, PXE-boots a qemu VM with a blank disk from it through the VM's
 // own iPXE ROM, prints the VM's console as it boots and the registry's view
-// of the host with its boot report, then tears everything down. It needs
-// root (namespace, tap device).
+// of the host with its boot report, then tears everything down. With
+// -appliance (make demo-appliance) the registry is the appliance image in a
+// VM of its own. It needs root (namespace, tap devices).
 package main
 
 import (
@@ -40,6 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	loaders := fs.String("loaders", "build/tftpboot", "boot loaders (make loaders)")
 	kernel := fs.String("kernel", "", "kernel to boot (default build/kernel/vmlinuz)")
 	showLog := fs.Bool("registry-log", false, "also print the registry's log")
+	withAppliance := fs.Bool("appliance", false, "boot the appliance image in one VM and a target from it in another")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -62,6 +64,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	absBin, _ := filepath.Abs(*bin)
 	absInit, _ := filepath.Abs(*initBin)
 	absLoaders, _ := filepath.Abs(*loaders)
+	if *withAppliance {
+		return runAppliance(ctx, repo, absBin, absInit, dir, stdout)
+	}
 	fmt.Fprintln(stdout, "== demo: building the image busybox/1 (busybox, the Debian kernel, livebootp-init) with `livebootp image build`")
 	if err := testbed.BuildBusyboxImage(repo, absBin, absInit, dir, filepath.Join(dir, "reg")); err != nil {
 		return err
