@@ -54,10 +54,13 @@ demo: build kernel loaders
 demo-appliance: build kernel loaders
 	$(GO) run ./cmds/demo -appliance -binary $(BIN) -init $(INIT) -loaders $(LOADERS)
 
-# Every test: unit, network-namespace, fuzz seeds and VM tests (root).
+# Every test: unit, network-namespace, fuzz seeds and VM tests (root), then
+# every fuzz target for a few seconds (TEST_FUZZTIME).
+TEST_FUZZTIME ?= 5s
 test: kernel kernel-arm64 loaders
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m ./...
+	scripts/fuzz.sh $(TEST_FUZZTIME)
 
 test-short:
 	$(GO) test -short ./...
