@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/livebootp/livebootp/appliance/disk"
+	"github.com/livebootp/livebootp/bootp/boot"
 	"github.com/livebootp/livebootp/bootp/config"
 	"github.com/livebootp/livebootp/initramfs"
 )
@@ -32,7 +33,7 @@ type Spec struct {
 	Config     string // config.yml for the data partition; "" = DefaultConfig
 	Images     string // images directory copied to the data partition; "" = none
 	Keys       string // ssh-authorized-keys directory copied to the data partition; "" = none
-	Loaders    string // directory of network boot loaders (undionly.kpxe, ipxe.efi, ...); "" = none
+	Loaders    string // directory holding the network boot loaders the registry hands out (undionly.kpxe, ipxe.efi, ...); "" = none
 	EFILoader  string // systemd-boot binary; "" = none (U-Boot only)
 	Cmdline    string // kernel command line; "" = DefaultCmdline(Arch)
 	DataSize   int64  // data partition size; 0 = fit the content
@@ -132,7 +133,12 @@ func stageData(dir string, s Spec) error {
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), cfg, 0o644); err != nil {
 		return err
 	}
-	for _, c := range []struct{ from, to string }{{s.Images, "images"}, {s.Keys, "ssh-authorized-keys"}, {s.Loaders, "loaders"}} {
+	if s.Loaders != "" {
+		if err := copyLoaders(s.Loaders, filepath.Join(dir, "loaders")); err != nil {
+			return err
+		}
+	}
+	for _, c := range []struct{ from, to string }{{s.Images, "images"}, {s.Keys, "ssh-authorized-keys"}} {
 		if c.from == "" {
 			continue
 		}
@@ -168,6 +174,29 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(target, b, 0o644)
 	})
+}
+
+// copyLoaders copies from dir the boot loaders the registry hands out
+// (following Debian's symlinks: its ipxe.efi is one) into dst.
+func copyLoaders(dir, dst string) error {
+	n := 0
+	for _, f := range []string{boot.LoaderBIOS, boot.LoaderUEFI64, boot.LoaderSNP64, boot.LoaderARM64} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("appliance: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o644); err != nil {
+			return err
+		}
+		n++
+	}
+	if n == 0 {
+		return fmt.Errorf("appliance: no boot loaders (%s, %s) in %s: install Debian's ipxe package or pass --loaders DIR (\"\" for none)", boot.LoaderBIOS, boot.LoaderUEFI64, dir)
+	}
+	return nil
 }
 
 // checkConfig validates the staged config as the appliance will load it:

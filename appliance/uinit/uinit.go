@@ -279,17 +279,16 @@ func configure(ctx context.Context, e *Env, ifc config.ApplianceInterface) error
 		e.printf("network: %s", lease)
 		return nil
 	}
-	ipn := prefixIPNet(ifc.Address)
-	if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipn}); err != nil {
-		return fmt.Errorf("address %s: %w", ifc.Address, err)
-	}
+	// A static address is a lease that never ends: the same netlink
+	// calls the targets' DHCP client makes.
+	lease := &netconf.Lease{Iface: ifc.Name, Addr: *prefixIPNet(ifc.Address)}
 	msg := fmt.Sprintf("%s %s", ifc.Name, ifc.Address)
 	if ifc.Gateway.IsValid() {
-		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.IP(ifc.Gateway.AsSlice())}
-		if err := h.RouteReplace(rt); err != nil {
-			return fmt.Errorf("default route via %s: %w", ifc.Gateway, err)
-		}
+		lease.Router = net.IP(ifc.Gateway.AsSlice())
 		msg += " via " + ifc.Gateway.String()
+	}
+	if err := netconf.Configure(h, lease); err != nil {
+		return err
 	}
 	e.printf("network: %s", msg)
 	return nil

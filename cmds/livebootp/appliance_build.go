@@ -90,17 +90,6 @@ func applianceBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 			*efi = ""
 		}
 	}
-	stagedLoaders := ""
-	if *loaders != "" {
-		tmp, err := os.MkdirTemp("", "livebootp-loaders-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		if stagedLoaders, err = pickLoaders(*loaders, tmp); err != nil {
-			return err
-		}
-	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey || a.Key == slog.LevelKey {
@@ -111,7 +100,7 @@ func applianceBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 	}))
 	res, err := appliance.Build(ctx, *out, appliance.Spec{
 		Repo: src, Arch: *arch, Kernel: *kernel, ModulesDir: *modules,
-		Config: *cfg, Images: *images, Keys: *keys, Loaders: stagedLoaders,
+		Config: *cfg, Images: *images, Keys: *keys, Loaders: *loaders,
 		EFILoader: *efi, Cmdline: *cmdline, DataSize: *dataSize << 20, Log: log,
 	})
 	if err != nil {
@@ -121,27 +110,4 @@ func applianceBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 		*out, res.Layout.Size>>20, float64(res.Initramfs)/1e6, res.Modules, res.Layout.DataSize>>20, res.Layout.DataFiles, res.Took.Round(100e6))
 	fmt.Fprintf(stdout, "flash it: livebootp appliance flash --image %s --device /dev/sdX\n", *out)
 	return nil
-}
-
-// pickLoaders copies the boot loaders the registry hands out from dir
-// (following Debian's symlinks) into tmp.
-func pickLoaders(dir, tmp string) (string, error) {
-	n := 0
-	for _, f := range []string{"undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi", "snponly-arm64.efi"} {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(tmp, f), b, 0o644); err != nil {
-			return "", err
-		}
-		n++
-	}
-	if n == 0 {
-		return "", fmt.Errorf("appliance build: no boot loaders (undionly.kpxe, ipxe.efi) in %s: install Debian's ipxe package or pass --loaders DIR (\"\" for none)", dir)
-	}
-	return tmp, nil
 }
