@@ -171,8 +171,18 @@ func (s *State) Fail(err error) {
 		s.infof("rebooting in 30 s (add `debug` to the host's cmdline-append for a rescue shell instead)")
 		time.Sleep(30 * time.Second)
 	}
-	unix.Sync()
-	unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	// A sync that hangs (a failing disk, a loop device on a bad image)
+	// must not keep a failed boot from starting over.
+	synced := make(chan struct{})
+	go func() { unix.Sync(); close(synced) }()
+	select {
+	case <-synced:
+	case <-time.After(5 * time.Second):
+		s.infof("sync did not finish in 5 s: rebooting anyway")
+	}
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
+		s.infof("reboot: %v", err)
+	}
 	sleepForever() // the reboot is under way
 }
 
