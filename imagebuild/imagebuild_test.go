@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/livebootp/livebootp/initramfs"
+	"github.com/livebootp/livebootp/startup/verity"
 	"github.com/livebootp/livebootp/wire"
 	"golang.org/x/sys/unix"
 )
@@ -76,6 +78,26 @@ func checkImage(t *testing.T, o Options, m *wire.Manifest) map[string]string {
 		if m.Files[f] != want || onDisk.Files[f] != want {
 			t.Errorf("%s: manifest says %+v, file is %+v", f, m.Files[f], want)
 		}
+	}
+	// The squashfs carries its dm-verity tree: the manifest's root hash
+	// and offset check every block, and the manifest on disk says the same.
+	if m.Verity == nil || onDisk.Verity == nil || *m.Verity != *onDisk.Verity {
+		t.Fatalf("manifest verity %+v, on disk %+v", m.Verity, onDisk.Verity)
+	}
+	sq, err := os.Open(filepath.Join(dir, wire.ImageSquashfs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sq.Close()
+	vp, err := verity.ReadSuperblock(sq, m.Verity.HashOffset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vp.Root, err = hex.DecodeString(m.Verity.RootHash); err != nil {
+		t.Fatal(err)
+	}
+	if err := verity.Verify(sq, vp); err != nil {
+		t.Errorf("the squashfs's dm-verity tree: %v", err)
 	}
 	entries, err := os.ReadDir(filepath.Dir(dir))
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // LoadListPath is where AddModules writes the names of the modules to
@@ -33,31 +35,42 @@ type Spec struct {
 	// 12% the default saves is worth its 0.16 s. Use NoCompression for a
 	// bare cpio archive.
 	Level int
+	// Zstd compresses with zstd instead of gzip, for kernels with
+	// CONFIG_RD_ZSTD: the kernel unpacks it several times faster, which is
+	// time on every boot's path to /init (Level is then ignored).
+	Zstd bool
 }
 
 // NoCompression as Spec.Level writes an uncompressed cpio archive.
 const NoCompression = -100
 
-// Build writes the initrd described by spec to w: gzip-compressed newc
+// Build writes the initrd described by spec to w: gzip- or zstd-compressed newc
 // cpio with /init, /dev/console, the usual mount points and the module
 // closure of spec.Want. The output depends only on the inputs' content.
 func Build(w io.Writer, spec Spec) (*ModuleSet, error) {
 	if spec.Init == "" {
 		return nil, errors.New("initramfs: no /init program given")
 	}
-	var zw *gzip.Writer
+	var zw io.WriteCloser
 	out := w
-	if spec.Level != NoCompression {
+	if spec.Zstd {
+		// One encoder goroutine: the output depends only on the input.
+		z, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+		if err != nil {
+			return nil, fmt.Errorf("initramfs: %w", err)
+		}
+		zw, out = z, z
+	} else if spec.Level != NoCompression {
 		level := spec.Level
 		if level == 0 {
 			level = gzip.DefaultCompression
 		}
-		var err error
 		// gzip.Writer leaves the header's name and mtime empty: reproducible.
-		if zw, err = gzip.NewWriterLevel(w, level); err != nil {
+		z, err := gzip.NewWriterLevel(w, level)
+		if err != nil {
 			return nil, fmt.Errorf("initramfs: %w", err)
 		}
-		out = zw
+		zw, out = z, z
 	}
 	cw := NewWriter(out)
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp"} {

@@ -3,12 +3,15 @@ package initramfs
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func writeInit(t testing.TB) string {
@@ -55,8 +58,14 @@ func extract(t *testing.T, es []Entry, dir string) {
 // modules, reads it back, and checks it against cpio(1) and the load list
 // the init helper will read.
 func TestBuildDebianKernel(t *testing.T) {
+	for _, zst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "gzip", true: "zstd"}[zst], func(t *testing.T) { testBuildDebianKernel(t, zst) })
+	}
+}
+
+func testBuildDebianKernel(t *testing.T, zst bool) {
 	dir, kver := debianKernel(t)
-	spec := Spec{Init: writeInit(t), KernelVersion: kver, Modules: ModuleTree{Dir: dir}, Want: targetModules}
+	spec := Spec{Init: writeInit(t), KernelVersion: kver, Modules: ModuleTree{Dir: dir}, Want: targetModules, Zstd: zst}
 	var a, b bytes.Buffer
 	set, err := Build(&a, spec)
 	if err != nil {
@@ -68,7 +77,10 @@ func TestBuildDebianKernel(t *testing.T) {
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Error("two builds of the same initrd differ")
 	}
-	t.Logf("initrd: %d modules, %d bytes gzip", len(set.Modules), a.Len())
+	t.Logf("initrd: %d modules, %d bytes (zstd %v)", len(set.Modules), a.Len(), zst)
+	if zst != bytes.HasPrefix(a.Bytes(), []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		t.Errorf("zstd %v, archive starts % x", zst, a.Bytes()[:4])
+	}
 
 	es, err := Read(bytes.NewReader(a.Bytes()))
 	if err != nil {
@@ -117,8 +129,15 @@ func TestBuildDebianKernel(t *testing.T) {
 	if err != nil {
 		t.Skip("needs cpio (apt-get install cpio) for the cross-check")
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(a.Bytes()))
-	if err != nil {
+	var zr io.Reader
+	if zst {
+		d, err := zstd.NewReader(bytes.NewReader(a.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		zr = d
+	} else if zr, err = gzip.NewReader(bytes.NewReader(a.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(cpio, "-t", "--quiet")

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Entry is one member of a cpio archive, as Read returns it.
@@ -30,17 +32,26 @@ const (
 	TypeChar    = 0o020000
 )
 
-// Read parses a newc cpio archive, gzip-compressed or not, and returns its
+// Read parses a newc cpio archive, gzip- or zstd-compressed or not, and returns its
 // entries in archive order. Concatenated archives (an early-microcode cpio
 // before the main one) are read one after the other. It is meant for tests
 // and inspection: it holds every file in memory.
 func Read(r io.Reader) ([]Entry, error) {
 	br := bufio.NewReader(r)
-	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+	magic, _ := br.Peek(4)
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("initramfs: %w", err)
 		}
+		br = bufio.NewReader(zr)
+	case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, fmt.Errorf("initramfs: %w", err)
+		}
+		defer zr.Close()
 		br = bufio.NewReader(zr)
 	}
 	var out []Entry

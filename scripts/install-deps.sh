@@ -7,7 +7,7 @@ pkgs=(
 	ipxe ipxe-qemu pxelinux syslinux-common # boot loaders served, and qemu's iPXE ROM
 	iproute2 nftables kmod cpio zstd e2fsprogs # namespaces, loss injection, modules, initrds, disk checks
 	busybox-static atftp curl               # real DHCP/TFTP/HTTP clients in tests
-	squashfs-tools mmdebstrap openssh-client # image builds, the Debian demo image
+	squashfs-tools cryptsetup-bin mmdebstrap openssh-client # image builds, the Debian demo image
 	systemd-boot-efi dosfstools mtools gdisk # the appliance image (systemd-boot on its ESP) and its checks
 	qemu-system-arm qemu-efi-aarch64     # the arm64 appliance under AAVMF
 	tftpd-hpa dnsmasq-base kea-dhcp4-server kea-admin nginx-light # benchmark peers (perfdhcp is in kea-admin)

@@ -21,7 +21,14 @@ func fetchImage(s *State) error {
 	if err != nil {
 		return err
 	}
-	if s.SHA256 == "" {
+	lazy := s.verityUsable()
+	switch {
+	case lazy:
+		s.Verification = "dm-verity"
+	case s.SHA256 != "":
+		s.Verification = "sha256"
+	default:
+		s.Verification = "none"
 		s.warnf("no livebootp.sha256 and no manifest checksum: the image is not verified and not cached")
 	}
 	dst := s.work("filesystem.squashfs")
@@ -43,9 +50,12 @@ func fetchImage(s *State) error {
 		}
 		dst = cache + ".part"
 	}
-	// The kernel's sha256 (AF_ALG), and its SSSE3/AVX2/SHA-NI code where
-	// the CPU has it, before the hash is set up.
-	if err := s.needModules("sha256", anyModule([]string{"algif_hash", "sha256_ssse3"})); err != nil {
+	want := s.SHA256
+	if lazy {
+		want = ""
+	} else if err := s.needModules("sha256", anyModule([]string{"algif_hash", "sha256_ssse3"})); err != nil {
+		// The kernel's sha256 (AF_ALG), and its SSSE3/AVX2/SHA-NI code
+		// where the CPU has it, before the hash is set up.
 		s.debugf("%v: the download is hashed in Go", err)
 	}
 	start := s.Now()
@@ -53,9 +63,10 @@ func fetchImage(s *State) error {
 	if s.Manifest != nil {
 		size = s.Manifest.Files[wire.ImageSquashfs].Size
 	}
-	res, err := fetch.File(s.Context, url, dst, s.SHA256, fetch.Options{
+	res, err := fetch.File(s.Context, url, dst, want, fetch.Options{
 		Client: s.HTTP,
 		Size:   size,
+		NoHash: lazy,
 		Now:    s.Now,
 		Log:    s.infof,
 		Progress: func(p fetch.Progress) {
@@ -68,12 +79,22 @@ func fetchImage(s *State) error {
 		return err
 	}
 	verified := "not verified"
-	if s.SHA256 != "" {
+	switch {
+	case lazy:
+		verified = "checked block by block as it is read (dm-verity)"
+	case s.SHA256 != "":
 		verified = "sha256 verified (" + res.Hash + ")"
 	}
 	el := s.Now().Sub(start)
 	s.infof("%.1f MB in %s (%.1f MB/s), %s", float64(res.Size)/1e6, el.Round(10*time.Millisecond),
 		float64(res.Size)/1e6/max(el.Seconds(), 1e-3), verified)
+	if cache != "" && lazy {
+		// Kept as .part until every block has been read back through
+		// dm-verity (cacheImage), so only a whole verified image is ever
+		// named by its sha256.
+		s.Squashfs = dst
+		return nil
+	}
 	if cache != "" {
 		if err := safefile.Rename(dst, cache); err != nil {
 			return err
@@ -137,7 +158,17 @@ func (s *State) mountSquashfs(lower string) error {
 		return err
 	}
 	defer l.Close() // after the mount holds the device (autoclear)
-	if err := s.Mounter.Mount(l.Path, lower, "squashfs", unix.MS_RDONLY, ""); err != nil {
+	dev := l.Path
+	if s.Verification == "dm-verity" {
+		if dev, err = s.openVerity(l.Path); err != nil {
+			return err
+		}
+	}
+	if err := s.Mounter.Mount(dev, lower, "squashfs", unix.MS_RDONLY, ""); err != nil {
+		if s.dm != nil {
+			s.closeVerity()
+			return &VerityError{File: s.Squashfs, URL: s.Args.Squashfs, Root: s.VerityRoot, Offset: s.verity.HashOffset, Err: err}
+		}
 		return err
 	}
 	s.Loop = l.Path

@@ -66,7 +66,7 @@ func (s *State) needModules(what string, match func(file string) bool) error {
 //     storage (virtio, NVMe) does not find it: the AHCI driver alone costs
 //     half a second of probing, for a controller that often holds no disk
 //     of ours.
-//   - disks: every block device driver.
+//   - disks: every block device driver but device-mapper's.
 //   - any other name: that module, plus, for a filesystem, the crypto and
 //     library modules it may ask the kernel for when it mounts (ext4
 //     wants crc32c).
@@ -85,7 +85,9 @@ func moduleGroup(name string) func(file string) bool {
 	case "disk-controllers":
 		return under("drivers/scsi", "drivers/ata")
 	case "disks":
-		return under("drivers/block", "drivers/nvme", "drivers/scsi", "drivers/ata", "drivers/mmc", "drivers/md")
+		// Not device-mapper (dm-verity is the image's, not a disk's).
+		d := under("drivers/block", "drivers/nvme", "drivers/scsi", "drivers/ata", "drivers/mmc", "drivers/md")
+		return func(f string) bool { return d(f) && !strings.HasPrefix(moduleName(f), "dm_") }
 	}
 	mod := moduleName(name)
 	helpers := func(string) bool { return false }

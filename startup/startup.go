@@ -40,6 +40,7 @@ import (
 	"github.com/livebootp/livebootp/startup/netconf"
 	"github.com/livebootp/livebootp/startup/persist"
 	"github.com/livebootp/livebootp/startup/sshkeys"
+	"github.com/livebootp/livebootp/startup/verity"
 	"github.com/livebootp/livebootp/wire"
 )
 
@@ -81,21 +82,32 @@ type State struct {
 	Hostname string
 	Manifest *wire.Manifest
 	SHA256   string // of the squashfs: livebootp.sha256, else the manifest's
-	Squashfs string // the local squashfs file
-	Loop     string // the loop device it is mounted from
-	Cached   bool   // the squashfs came from the persistent cache
-	Plan     persist.Plan
-	Data     string // mount point of persistent storage in the init's view; "" = none
-	DataDesc string // "/dev/vdb ext4 livebootp-data", for the report
-	Keys     []sshkeys.Key
-	Warnings []string
-	Steps    []wire.Step
+	// VerityRoot is the squashfs's dm-verity root hash (hex):
+	// livebootp.verity, else the manifest's.
+	VerityRoot string
+	// Verification says how the image is checked: "dm-verity" (each block
+	// as it is read), "sha256" (the whole file before it is mounted) or
+	// "none".
+	Verification string
+	Squashfs     string // the local squashfs file
+	Loop         string // the loop device it is mounted from
+	Cached       bool   // the squashfs came from the persistent cache
+	Plan         persist.Plan
+	Data         string // mount point of persistent storage in the init's view; "" = none
+	DataDesc     string // "/dev/vdb ext4 livebootp-data", for the report
+	Keys         []sshkeys.Key
+	Warnings     []string
+	Steps        []wire.Step
 
 	keygen    sshkeys.Generator
-	modules   *moduleLoad // started by the modules step; the others wait for what they use
-	cacheGate *os.File    // held open until switch_root's exec starts the background cache copy
-	moved     bool        // /dev /proc /sys /run are in the new root
-	switched  bool        // root switched: paths are the image's now
+	rsa       *rsaChild       // the RSA host key's child process
+	rsaLater  bool            // the RSA key was not ready at the keys step
+	dm        *mount.DMDevice // the image's dm-verity device
+	verity    verity.Params   // its tree
+	modules   *moduleLoad     // started by the modules step; the others wait for what they use
+	cacheGate *os.File        // held open until switch_root's exec starts the background cache copy
+	moved     bool            // /dev /proc /sys /run are in the new root
+	switched  bool            // root switched: paths are the image's now
 	log       *slog.Logger
 	out       *console
 	step      string // the step running, for console lines

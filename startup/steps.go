@@ -166,12 +166,11 @@ const manifestAttempts = 8
 
 func fetchManifest(s *State) error {
 	url := s.Args.ManifestURL()
+	s.SHA256, s.VerityRoot = s.Args.SHA256, s.Args.Verity
 	if url == "" {
 		s.infof("no manifest URL (livebootp.squashfs does not end in %s): no volumes", wire.ImageSquashfs)
-		s.SHA256 = s.Args.SHA256
 		return nil
 	}
-	s.SHA256 = s.Args.SHA256
 	b, err := fetch.Get(s.Context, s.HTTP, url, 1<<20, manifestAttempts)
 	if err != nil {
 		return fmt.Errorf("%w; the image's VOLUMEs will not be persistent", err)
@@ -188,6 +187,14 @@ func fetchManifest(s *State) error {
 			s.infof("sha256 of the squashfs from the manifest")
 		case !strings.EqualFold(s.SHA256, f.SHA256):
 			s.warnf("livebootp.sha256 %s differs from the manifest's %s; the kernel argument wins", s.SHA256, f.SHA256)
+		}
+	}
+	if m.Verity != nil && m.Verity.RootHash != "" {
+		switch {
+		case s.VerityRoot == "":
+			s.VerityRoot = strings.ToLower(m.Verity.RootHash)
+		case !strings.EqualFold(s.VerityRoot, m.Verity.RootHash):
+			s.warnf("livebootp.verity %s differs from the manifest's %s; the kernel argument wins", s.VerityRoot, m.Verity.RootHash)
 		}
 	}
 	s.infof("%s/%s, volumes: %s", m.Name, m.Version, orNone(m.Volumes))
@@ -207,7 +214,11 @@ func hostKeys(s *State) error {
 		dir = filepath.Join(s.Data, "livebootp", "ssh")
 	}
 	keys, created, err := sshkeys.Ensure(dir, "root@"+s.Hostname, s.keygen)
-	if len(keys) < len(sshkeys.Types()) {
+	want := len(sshkeys.Types())
+	if s.rsaLater {
+		want-- // finished after switch_root (see hostkeys.go)
+	}
+	if len(keys) < want {
 		// Persistent storage could not give every key (a damaged disk):
 		// new ones in RAM for this boot, so sshd still starts; the files
 		// on the disk stay as they are for the operator.
@@ -221,8 +232,19 @@ func hostKeys(s *State) error {
 	}
 	s.Keys = keys
 	s.syncData()
-	if ierr := sshkeys.Install(filepath.Join(s.NewRoot(), "etc", "ssh"), keys); ierr != nil {
+	etcSSH := filepath.Join(s.NewRoot(), "etc", "ssh")
+	if ierr := sshkeys.Install(etcSSH, keys); ierr != nil {
 		err = errors.Join(err, ierr)
+	}
+	if s.rsaLater {
+		// An RSA key the image itself carries would be every host's, and
+		// sshd would not wait for this one's.
+		for _, f := range []string{"ssh_host_rsa_key", "ssh_host_rsa_key.pub"} {
+			if rerr := os.Remove(filepath.Join(etcSSH, f)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				err = errors.Join(err, rerr)
+			}
+		}
+		s.infof("rsa host key: still being generated; it is kept and installed after switch_root (sshd waits for it)")
 	}
 	switch {
 	case dir == "":
@@ -242,7 +264,7 @@ func hostKeys(s *State) error {
 // sshkeys.Types() order, and names the types it added.
 func completeKeys(keys []sshkeys.Key, gen sshkeys.Generator, comment string) ([]sshkeys.Key, []string, error) {
 	if gen == nil {
-		gen = func(typ string) (sshkeys.Key, error) { return sshkeys.Generate(typ, comment) }
+		gen = sshkeys.Generate
 	}
 	var out []sshkeys.Key
 	var added []string
@@ -253,7 +275,10 @@ func completeKeys(keys []sshkeys.Key, gen sshkeys.Generator, comment string) ([]
 			out = append(out, keys[i])
 			continue
 		}
-		k, err := gen(typ)
+		k, err := gen(typ, comment)
+		if errors.Is(err, sshkeys.ErrLater) {
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -541,11 +566,14 @@ func runScripts(s *State) error {
 }
 
 func sendReport(s *State) error {
+	s.finishRSA()
+	r := s.Report()
+	// After this report: the child's, with the RSA key, must come last.
+	defer s.handOverRSA(r)
 	if s.Args.Registry == "" || s.MAC == "" {
 		s.infof("no registry to report to")
 		return nil
 	}
-	r := s.Report()
 	ctx, cancel := context.WithTimeout(s.Context, 15*time.Second)
 	defer cancel()
 	if err := report.Send(ctx, s.HTTP, s.Args.Registry, s.MAC, r); err != nil {
@@ -570,6 +598,7 @@ func (s *State) Report() wire.Report {
 		HostKeys:       sshkeys.Fingerprints(s.Keys),
 		Persistent:     s.DataDesc,
 		SquashfsCached: s.Cached,
+		Verification:   s.Verification,
 		Uptime:         report.Uptime(),
 	}
 }

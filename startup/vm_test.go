@@ -121,6 +121,13 @@ func TestVMTargetBoots(t *testing.T) {
 	if first.SquashfsCached {
 		t.Error("first boot claims a cached squashfs on a blank disk")
 	}
+	t.Logf("first boot: RSA host key in /etc/ssh: %s", b1.lines["rsa"])
+	if !strings.HasPrefix(b1.lines["rsa"], "yes") || len(first.HostKeys) != 3 {
+		t.Errorf("first boot: RSA key %q, report's host keys %q", b1.lines["rsa"], first.HostKeys)
+	}
+	if first.Verification != "dm-verity" {
+		t.Errorf("first boot: the image was checked by %q, want dm-verity", first.Verification)
+	}
 
 	// Between boots the operator changes the key file on the registry.
 	if err := s.SetKeys(keys2); err != nil {
@@ -137,8 +144,8 @@ func TestVMTargetBoots(t *testing.T) {
 		t.Errorf("second boot: authorized_keys %q, want the new file", got)
 	}
 	second := hostReport(t, s)
-	if !second.SquashfsCached {
-		t.Errorf("second boot did not use the cached squashfs: %+v", second)
+	if !second.SquashfsCached || second.Verification != "dm-verity" {
+		t.Errorf("second boot did not use the cached squashfs under dm-verity: %+v", second)
 	}
 	hosts, err := s.Client().Hosts()
 	if err != nil {

@@ -14,6 +14,7 @@ const (
 	ArgImage      = "livebootp.image"      // NAME/VERSION
 	ArgSquashfs   = "livebootp.squashfs"   // URL of filesystem.squashfs
 	ArgSHA256     = "livebootp.sha256"     // hex sha256 of filesystem.squashfs
+	ArgVerity     = "livebootp.verity"     // hex root hash of the dm-verity tree after the squashfs's data (Manifest.Verity)
 	ArgPersistent = "livebootp.persistent" // auto|none|DEVICE|LABEL=x
 	ArgHostname   = "livebootp.hostname"   // the host's name from the config
 	ArgInsecure   = "livebootp.insecure"   // accept HTTPS certificates that do not verify
@@ -56,7 +57,8 @@ type Report struct {
 	HostKeys       []string      `json:"host_keys,omitempty"` // fingerprints, "ED25519 SHA256:..."
 	Persistent     string        `json:"persistent,omitempty"`
 	SquashfsCached bool          `json:"squashfs_cached,omitempty"`
-	Uptime         time.Duration `json:"uptime_ns"` // kernel uptime when the report was sent
+	Verification   string        `json:"verification,omitempty"` // dm-verity (each block as read), sha256 (whole file before mounting) or none
+	Uptime         time.Duration `json:"uptime_ns"`              // kernel uptime when the report was sent
 	Error          string        `json:"error,omitempty"`
 }
 
@@ -110,6 +112,19 @@ type Manifest struct {
 	Env           []string           `json:"env,omitempty"`
 	Created       time.Time          `json:"created,omitzero"`
 	Labels        map[string]string  `json:"labels,omitempty"`
+	// Verity describes the dm-verity hash tree `image build` appends to
+	// filesystem.squashfs (veritysetup's format, superblock at HashOffset),
+	// so the target verifies each block as it reads it instead of hashing
+	// the whole file before mounting it. Absent in images built before.
+	Verity *Verity `json:"verity,omitempty"`
+}
+
+// Verity locates and authenticates the hash tree in filesystem.squashfs:
+// `veritysetup verify --hash-offset=HashOffset filesystem.squashfs
+// filesystem.squashfs RootHash` checks it by hand.
+type Verity struct {
+	RootHash   string `json:"root_hash"`   // hex sha256
+	HashOffset int64  `json:"hash_offset"` // bytes: the squashfs's size rounded up to 4096
 }
 
 // FileSum is the size and sha256 (hex) of one image file.

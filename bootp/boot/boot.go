@@ -201,19 +201,22 @@ func ImageURL(cfg *config.Config, h *config.Host, file string) string {
 	return BaseURL(cfg) + wire.PathImages + path.Join(h.Image, file)
 }
 
-// ImageSHA256 reads the squashfs checksum from the image's manifest; "" when
-// the manifest is missing or has none (the init helper then skips the check
-// and says so in its report).
-func ImageSHA256(cfg *config.Config, h *config.Host) string {
+// ImageChecks reads the squashfs's sha256 and dm-verity root hash from the
+// image's manifest; "" for each the manifest lacks, or when it is missing
+// (the init helper then says what it could not check in its report).
+func ImageChecks(cfg *config.Config, h *config.Host) (sha256, verityRoot string) {
 	data, err := os.ReadFile(filepath.Join(cfg.Registry.ImagesDir, filepath.FromSlash(h.Image), wire.ImageManifest))
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	var m wire.Manifest
 	if json.Unmarshal(data, &m) != nil {
-		return ""
+		return "", ""
 	}
-	return m.Files[wire.ImageSquashfs].SHA256
+	if m.Verity != nil {
+		verityRoot = m.Verity.RootHash
+	}
+	return m.Files[wire.ImageSquashfs].SHA256, verityRoot
 }
 
 // KernelArgs are the arguments every boot of the host gets: the contract of
@@ -224,8 +227,12 @@ func KernelArgs(cfg *config.Config, h *config.Host) string {
 		wire.ArgImage + "=" + h.Image,
 		wire.ArgSquashfs + "=" + ImageURL(cfg, h, wire.ImageSquashfs),
 	}
-	if sum := ImageSHA256(cfg, h); sum != "" {
+	sum, root := ImageChecks(cfg, h)
+	if sum != "" {
 		args = append(args, wire.ArgSHA256+"="+sum)
+	}
+	if root != "" {
+		args = append(args, wire.ArgVerity+"="+root)
 	}
 	args = append(args, wire.ArgHostname+"="+h.Name)
 	if h.CmdlineAppend != "" {

@@ -101,10 +101,10 @@ func TestScripts(t *testing.T) {
 	cfg, h := testConfig(t, ":80")
 	dir := filepath.Join(cfg.Registry.ImagesDir, "nginx", "1.0")
 	os.MkdirAll(dir, 0o755)
-	os.WriteFile(filepath.Join(dir, wire.ImageManifest), []byte(`{"files":{"filesystem.squashfs":{"size":3,"sha256":"abc123"}}}`), 0o644)
+	os.WriteFile(filepath.Join(dir, wire.ImageManifest), []byte(`{"files":{"filesystem.squashfs":{"size":3,"sha256":"abc123"}},"verity":{"root_hash":"def456","hash_offset":4096}}`), 0o644)
 
 	args := KernelArgs(cfg, h)
-	want := "livebootp.registry=http://10.0.0.1 livebootp.image=nginx/1.0 livebootp.squashfs=http://10.0.0.1/images/nginx/1.0/filesystem.squashfs livebootp.sha256=abc123 livebootp.hostname=web1 debug console=ttyS0"
+	want := "livebootp.registry=http://10.0.0.1 livebootp.image=nginx/1.0 livebootp.squashfs=http://10.0.0.1/images/nginx/1.0/filesystem.squashfs livebootp.sha256=abc123 livebootp.verity=def456 livebootp.hostname=web1 debug console=ttyS0"
 	if args != want {
 		t.Errorf("KernelArgs =\n %q\nwant\n %q", args, want)
 	}

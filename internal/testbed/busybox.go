@@ -13,13 +13,19 @@ import (
 const TargetMarker = "TARGET: "
 
 // busyboxInit is the image's /sbin/init: it prints what the init helper set
-// up, counts boots in a VOLUME, and powers off so qemu exits.
+// up, waits for the RSA host key as sshd would, counts boots in a VOLUME,
+// and powers off so qemu exits.
 const busyboxInit = `#!/bin/sh
 mount -t proc proc /proc 2>/dev/null
 echo "TARGET: init reached"
 echo "TARGET: hostname=$(hostname) etc=$(cat /etc/hostname)"
 echo "TARGET: authorized_keys=$(tr '\n' '|' < /root/.ssh/authorized_keys)"
 echo "TARGET: hostkey=$(cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub)"
+# As sshd does under systemd: wait (at most a minute) for the RSA host key
+# livebootp-init may finish after switch_root on a first boot.
+i=0
+while [ ! -e /etc/ssh/ssh_host_rsa_key ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
+echo "TARGET: rsa=$(test -e /etc/ssh/ssh_host_rsa_key && echo yes || echo no) after $i waits"
 n=$(cat /srv/data/boots 2>/dev/null || echo 0)
 n=$((n+1))
 echo $n > /srv/data/boots

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -66,6 +67,19 @@ func (n *Net) AddLoss(dev string, percent int) (*Loss, error) {
 		return nil, fmt.Errorf("testbed: nft in namespace %s: %v: %s (Debian package nftables)", n.Name, err, bytes.TrimSpace(out))
 	}
 	return &Loss{net: n, dev: dev}, nil
+}
+
+// Throttle limits what dev (a tap on the namespace's bridge) sends to its
+// guest to mbit megabits per second (a token bucket, tc tbf), so a
+// download lasts long enough to be interrupted; removed with the
+// namespace.
+func (n *Net) Throttle(dev string, mbit int) error {
+	cmd := n.Command(context.Background(), "tc", "qdisc", "replace", "dev", dev, "root", "tbf",
+		"rate", fmt.Sprintf("%dmbit", mbit), "burst", "64kb", "latency", "100ms")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("testbed: tc tbf on %s in namespace %s: %v: %s (Debian package iproute2)", dev, n.Name, err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // LossCounts are the frames a Loss saw and dropped.
@@ -183,17 +197,24 @@ func BuildBusyboxImageBallast(repo, bin, initBin, scratch, out string, ballast i
 			return err
 		}
 		defer f.Close()
-		// A fixed seed: the image stays reproducible.
-		r := rand.NewChaCha8([32]byte{'l', 'i', 'v', 'e', 'b', 'o', 'o', 't', 'p'})
-		buf := make([]byte, 1<<20)
-		for left := ballast; left > 0; left -= int64(len(buf)) {
-			r.Read(buf)
-			if _, err := f.Write(buf[:min(left, int64(len(buf)))]); err != nil {
-				return err
-			}
+		if _, err := io.Copy(f, io.LimitReader(ballastStream(), ballast)); err != nil {
+			return err
 		}
 		return f.Close()
 	})
+}
+
+// ballastStream is the ballast's content: from a fixed seed, so the image
+// stays reproducible and tests can find the ballast's bytes in it.
+func ballastStream() io.Reader {
+	return rand.NewChaCha8([32]byte{'l', 'i', 'v', 'e', 'b', 'o', 'o', 't', 'p'})
+}
+
+// Ballast is the first n bytes of every image's /opt/ballast.
+func Ballast(n int) []byte {
+	b := make([]byte, n)
+	io.ReadFull(ballastStream(), b)
+	return b
 }
 
 // SetCmdline changes the host's cmdline-append in the config and has the

@@ -39,11 +39,12 @@ func NeedVM(t testing.TB) string {
 }
 
 // BuildGo builds the main package pkg (e.g. ./cmds/livebootp) statically
-// into the test's temp dir.
+// into the test's temp dir, as `make build` does (no symbol table or DWARF:
+// livebootp-init's size is part of every boot's initrd).
 func BuildGo(t testing.TB, repo, pkg string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

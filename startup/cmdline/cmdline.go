@@ -106,6 +106,7 @@ type Args struct {
 	Image      string // NAME/VERSION
 	Squashfs   string // URL; see SquashfsURL for the fallback
 	SHA256     string // lower-case hex, 64 digits
+	Verity     string // dm-verity root hash of the squashfs, lower-case hex, 64 digits
 	Persistent string // auto (default), none, LABEL=x or a device path
 	Hostname   string
 	Insecure   bool
@@ -182,6 +183,13 @@ func Parse(s string) (Args, error) {
 			errs = append(errs, fmt.Sprintf("kernel argument %s=%q: want 64 hexadecimal digits (sha256sum filesystem.squashfs)", wire.ArgSHA256, v))
 		}
 		a.SHA256 = v
+	}
+	if v, ok := get(wire.ArgVerity); ok {
+		v = strings.ToLower(v)
+		if b, err := hex.DecodeString(v); err != nil || len(b) != 32 {
+			errs = append(errs, fmt.Sprintf("kernel argument %s=%q: want 64 hexadecimal digits (the manifest's verity root_hash)", wire.ArgVerity, v))
+		}
+		a.Verity = v
 	}
 	if v, ok := get(wire.ArgPersistent); ok {
 		switch {

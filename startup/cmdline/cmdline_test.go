@@ -37,13 +37,13 @@ const sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 func TestParse(t *testing.T) {
 	in := `BOOT_IMAGE=vmlinuz initrd=initrd.img livebootp.registry=http://10.85.0.1:8080/ livebootp.image=nginx-web-server/1.0.0 ` +
-		`livebootp.sha256=` + strings.ToUpper(sha) + ` hostname=old livebootp.hostname=web1 livebootp.persistent=LABEL=data ` +
+		`livebootp.sha256=` + strings.ToUpper(sha) + ` livebootp.verity=` + sha + ` hostname=old livebootp.hostname=web1 livebootp.persistent=LABEL=data ` +
 		`debug livebootp.insecure livebootp.nopasswd=0 BOOTIF=01-52-54-00-12-34-56 quiet`
 	a, err := Parse(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Registry != "http://10.85.0.1:8080" || a.Image != "nginx-web-server/1.0.0" || a.SHA256 != sha ||
+	if a.Registry != "http://10.85.0.1:8080" || a.Image != "nginx-web-server/1.0.0" || a.SHA256 != sha || a.Verity != sha ||
 		a.Hostname != "web1" || a.Persistent != "LABEL=data" || !a.Debug || !a.Insecure || a.NoPasswd ||
 		a.BootIF.String() != "52:54:00:12:34:56" {
 		t.Errorf("Parse = %+v", a)
@@ -89,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"livebootp.registry=ftp://x", "http:// or https://"},
 		{"livebootp.image=nginx", "NAME/VERSION"},
 		{"livebootp.sha256=abc", "64 hexadecimal digits"},
+		{"livebootp.verity=" + sha + "00", "the manifest's verity root_hash"},
 		{"livebootp.persistent=sdb", "auto, none, LABEL=NAME"},
 		{"livebootp.hostname=-bad", "host name"},
 		{"debug=maybe", "debug=0/1"},

@@ -113,6 +113,35 @@ func TestFileResumesWithRange(t *testing.T) {
 	}
 }
 
+// TestFileNoHash: with NoHash (dm-verity checks the blocks later) the
+// download still resumes and checks the size, computes no sha256, and
+// refuses a sha256 it would not check.
+func TestFileNoHash(t *testing.T) {
+	content, sum := payload(1<<20 + 5)
+	ts := httptest.NewServer(&server{content: content, etag: `"v1"`, cuts: []int{300000}})
+	defer ts.Close()
+	dst := filepath.Join(t.TempDir(), "f")
+	o := quick()
+	o.NoHash, o.Size = true, int64(len(content))
+	res, err := File(context.Background(), ts.URL+"/f", dst, "", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SHA256 != "" || res.Hash != "" || res.Resumes != 1 || res.Size != int64(len(content)) {
+		t.Errorf("result %+v", res)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, content) {
+		t.Error("downloaded content differs")
+	}
+	o.Size = int64(len(content)) + 1
+	if _, err := File(context.Background(), ts.URL+"/f", dst, "", o); err == nil || !strings.Contains(err.Error(), "the manifest says") {
+		t.Errorf("a size mismatch without a hash: %v", err)
+	}
+	if _, err := File(context.Background(), ts.URL+"/f", dst, sum, o); err == nil {
+		t.Error("NoHash with a sha256 to check was accepted")
+	}
+}
+
 func TestFileRestartsWhenTheFileChanged(t *testing.T) {
 	old, _ := payload(100000)
 	content, sum := payload(200000)

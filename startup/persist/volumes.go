@@ -329,21 +329,43 @@ func CachePath(data, sha string) string {
 // PruneCache removes cached images other than keep (a sha256) and leftover
 // partial downloads, so the cache holds one image and never fills the disk.
 func PruneCache(data, keep string) ([]string, error) {
-	dir := filepath.Join(data, DirCache)
-	ents, err := os.ReadDir(dir)
+	d, err := os.Open(filepath.Join(data, DirCache))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	defer d.Close()
+	return PruneCacheDir(d, keep)
+}
+
+// PruneCacheDir is PruneCache given the open cache directory: it works by
+// descriptor alone, so a process whose paths are gone (after switch_root)
+// can use it.
+func PruneCacheDir(dir *os.File, keep string) ([]string, error) {
+	fd, err := unix.Openat(int(dir.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read the cache directory %s: %w", dir.Name(), err)
+	}
+	d := os.NewFile(uintptr(fd), dir.Name())
+	defer d.Close()
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("read the cache directory %s: %w", dir.Name(), err)
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	var removed []string
 	for _, e := range ents {
 		if e.Name() == keep+".squashfs" {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-			return removed, err
+		flags := 0
+		if e.IsDir() {
+			flags = unix.AT_REMOVEDIR // only ever empty: the cache holds files
+		}
+		if err := unix.Unlinkat(fd, e.Name(), flags); err != nil {
+			return removed, fmt.Errorf("remove %s from the cache: %w", filepath.Join(dir.Name(), e.Name()), err)
 		}
 		removed = append(removed, e.Name())
 	}

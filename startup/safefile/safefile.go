@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // WriteFile writes data to path atomically: a temporary file in the same
@@ -107,6 +109,44 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// WriteFileAt is WriteFile for dir/name by descriptor alone: for a
+// process whose paths are gone (the init's children after switch_root).
+func WriteFileAt(dir *os.File, name string, data []byte, perm os.FileMode) error {
+	where := filepath.Join(dir.Name(), name)
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("write %s: not a file name", where)
+	}
+	dfd := int(dir.Fd())
+	tmp := fmt.Sprintf(".%s.tmp%d", name, os.Getpid())
+	unix.Unlinkat(dfd, tmp, 0) // a leftover of an earlier process with this PID
+	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(perm.Perm()))
+	if err != nil {
+		return fmt.Errorf("write %s: %w", where, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm) // past the umask
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(dfd, tmp, dfd, name)
+	}
+	if err == nil {
+		err = dir.Sync()
+	}
+	if err != nil {
+		unix.Unlinkat(dfd, tmp, 0)
+		return fmt.Errorf("write %s: %w", where, err)
 	}
 	return nil
 }

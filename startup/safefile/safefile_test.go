@@ -63,3 +63,32 @@ func TestRemoveStale(t *testing.T) {
 		t.Errorf("left %q, want %q", left, keep)
 	}
 }
+
+// TestWriteFileAt: by descriptor, the file replaces the old one with the
+// mode asked for (past the umask), and no temporary file stays.
+func TestWriteFileAt(t *testing.T) {
+	dir := t.TempDir()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, content := range []string{"old\n", "new\n"} {
+		if err := WriteFileAt(d, "ssh_host_rsa_key", []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := filepath.Join(dir, "ssh_host_rsa_key")
+	if b, _ := os.ReadFile(p); string(b) != "new\n" {
+		t.Errorf("content %q", b)
+	}
+	if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, %v", st.Mode(), err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("directory holds %d entries, want the file alone", len(ents))
+	}
+	if err := WriteFileAt(d, "a/b", nil, 0o600); err == nil {
+		t.Error("a path with a slash was accepted")
+	}
+}

@@ -48,6 +48,14 @@ func (k Key) FileName() string { return "ssh_host_" + k.Type + "_key" }
 
 // Generate creates a new key of type typ; comment ends the public line.
 func Generate(typ, comment string) (Key, error) {
+	priv, err := newSigner(typ)
+	if err != nil {
+		return Key{}, err
+	}
+	return encode(typ, priv, comment)
+}
+
+func newSigner(typ string) (crypto.Signer, error) {
 	var priv crypto.Signer
 	var err error
 	switch typ {
@@ -58,11 +66,22 @@ func Generate(typ, comment string) (Key, error) {
 	case "rsa":
 		priv, err = rsa.GenerateKey(rand.Reader, RSABits)
 	default:
-		return Key{}, fmt.Errorf("unknown SSH host key type %q (want one of %s)", typ, strings.Join(Types(), ", "))
+		return nil, fmt.Errorf("unknown SSH host key type %q (want one of %s)", typ, strings.Join(Types(), ", "))
 	}
 	if err != nil {
-		return Key{}, fmt.Errorf("generate %s host key: %w", typ, err)
+		return nil, fmt.Errorf("generate %s host key: %w", typ, err)
 	}
+	return priv, nil
+}
+
+// FromSigner makes the Key of a private key generated elsewhere (the
+// init's RSA child process), in OpenSSH's format, which carries the
+// comment too.
+func FromSigner(typ string, priv crypto.Signer, comment string) (Key, error) {
+	return encode(typ, priv, comment)
+}
+
+func encode(typ string, priv crypto.Signer, comment string) (Key, error) {
 	block, err := ssh.MarshalPrivateKey(priv, comment)
 	if err != nil {
 		return Key{}, fmt.Errorf("encode %s host key: %w", typ, err)
@@ -97,30 +116,35 @@ func fromPEM(typ string, privPEM []byte, comment string) (Key, error) {
 	}, nil
 }
 
-// Generator produces keys of the given type; Pregenerate returns one whose
-// work started before it is asked.
-type Generator func(typ string) (Key, error)
+// Generator produces keys of the given type with the given comment;
+// Generate is one, and Pregenerate returns one whose work started before
+// it is asked.
+type Generator func(typ, comment string) (Key, error)
 
 // Pregenerate starts generating one key of each type in the background
-// (RSA takes seconds on a slow CPU; the init overlaps it with the download)
-// and returns a Generator that hands them out, falling back to Generate for a
-// type asked twice.
-func Pregenerate(comment string) Generator {
+// (RSA takes seconds on a slow CPU; the init overlaps it with DHCP and the
+// download, before it knows the host name that goes into the comment) and
+// returns a Generator that hands them out, falling back to Generate for a
+// type asked twice. Only types are made ahead (all when none is given).
+func Pregenerate(types ...string) Generator {
 	type result struct {
-		k   Key
-		err error
+		priv crypto.Signer
+		err  error
+	}
+	if len(types) == 0 {
+		types = Types()
 	}
 	var mu sync.Mutex
 	pending := map[string]chan result{}
-	for _, t := range Types() {
+	for _, t := range types {
 		ch := make(chan result, 1)
 		pending[t] = ch
 		go func() {
-			k, err := Generate(t, comment)
-			ch <- result{k, err}
+			priv, err := newSigner(t)
+			ch <- result{priv, err}
 		}()
 	}
-	return func(typ string) (Key, error) {
+	return func(typ, comment string) (Key, error) {
 		mu.Lock()
 		ch, ok := pending[typ]
 		delete(pending, typ)
@@ -129,9 +153,17 @@ func Pregenerate(comment string) Generator {
 			return Generate(typ, comment)
 		}
 		r := <-ch
-		return r.k, r.err
+		if r.err != nil {
+			return Key{}, r.err
+		}
+		return encode(typ, r.priv, comment)
 	}
 }
+
+// ErrLater from a Generator means the key is not ready and will be
+// installed by someone else once it is: Ensure leaves it out, without an
+// error.
+var ErrLater = errors.New("host key not generated yet")
 
 // Ensure returns the host keys kept in dir, generating (with gen) and
 // writing atomically those that are missing. dir == "" means there is no
@@ -139,7 +171,7 @@ func Pregenerate(comment string) Generator {
 // now. A key file that exists but cannot be parsed is an error naming it.
 func Ensure(dir, comment string, gen Generator) (keys []Key, created []string, err error) {
 	if gen == nil {
-		gen = func(t string) (Key, error) { return Generate(t, comment) }
+		gen = Generate
 	}
 	if dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -178,7 +210,10 @@ func Ensure(dir, comment string, gen Generator) (keys []Key, created []string, e
 				continue
 			}
 		}
-		k, gerr := gen(typ)
+		k, gerr := gen(typ, comment)
+		if errors.Is(gerr, ErrLater) {
+			continue
+		}
 		if gerr != nil {
 			errs = append(errs, gerr)
 			continue
@@ -203,6 +238,15 @@ func write(dir string, k Key) error {
 		return err
 	}
 	return safefile.WriteFile(path, k.Private, 0o600)
+}
+
+// WriteAt stores k in the open directory dir, public half first, by
+// descriptor alone (see safefile.WriteFileAt).
+func WriteAt(dir *os.File, k Key) error {
+	if err := safefile.WriteFileAt(dir, k.FileName()+".pub", k.Public, 0o644); err != nil {
+		return err
+	}
+	return safefile.WriteFileAt(dir, k.FileName(), k.Private, 0o600)
 }
 
 // Install writes keys into etcSSH (the image's /etc/ssh) with sshd's modes:

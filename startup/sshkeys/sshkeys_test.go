@@ -14,7 +14,7 @@ import (
 
 func TestEnsureGeneratesOnceThenReuses(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "livebootp", "ssh")
-	keys, created, err := Ensure(dir, "root@web1", Pregenerate("root@web1"))
+	keys, created, err := Ensure(dir, "root@web1", Pregenerate())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestEnsureGeneratesOnceThenReuses(t *testing.T) {
 
 	// Second boot: same keys, nothing generated; a lost .pub is rewritten.
 	os.Remove(filepath.Join(dir, "ssh_host_ecdsa_key.pub"))
-	never := func(typ string) (Key, error) {
+	never := func(typ, _ string) (Key, error) {
 		t.Fatalf("generated a %s key on the second boot", typ)
 		return Key{}, nil
 	}
@@ -128,7 +128,7 @@ func TestEnsureRemovesLeftoversOfACutWrite(t *testing.T) {
 	if err := os.WriteFile(leftover, []byte("ssh-ed25519 AAAA"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Ensure(dir, "root@web1", Pregenerate("root@web1")); err != nil {
+	if _, _, err := Ensure(dir, "root@web1", Pregenerate()); err != nil {
 		t.Fatal(err)
 	}
 	ents, err := os.ReadDir(dir)
