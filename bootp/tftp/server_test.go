@@ -610,3 +610,75 @@ func TestHandlerFaults(t *testing.T) {
 		t.Errorf("after faults: %d bytes, %v", res.n, err)
 	}
 }
+
+// TestAdaptiveTimeout: with MinTimeout a lost packet is resent after about the measured round
+// trip (floored at MinTimeout), not after Timeout; and a client gone silent is still given up
+// on after (Retries+1)*Timeout without progress. Three losses at a fixed 2 s would take 6 s.
+func TestAdaptiveTimeout(t *testing.T) {
+	content := randBytes(300_000, 21)
+	root := fileRoot(t, map[string][]byte{"f": content})
+	ts := startServer(t, "127.0.0.1:0", Dir(root), func(s *Server) {
+		s.Timeout, s.MinTimeout, s.Retries = 2*time.Second, 20*time.Millisecond, 1
+	})
+	for _, opts := range [][]string{nil, {"windowsize", "4"}} {
+		c := newTestClient(t, "127.0.0.1:0")
+		c.timeout = 30 * time.Second // the server must recover, not the client
+		c.dropData = func(b uint64, seen int) bool { return (b == 50 || b == 300 || b == 500) && seen == 1 }
+		start := time.Now()
+		res, err := c.get(ts.addr, "f", opts...)
+		if err != nil || !bytes.Equal(res.data, content) {
+			t.Fatalf("%v: %d bytes, %v", opts, len(res.data), err)
+		}
+		if el := time.Since(start); el >= 2*time.Second {
+			t.Errorf("%v: three lost packets took %v: resent after the fixed timeout", opts, el)
+		}
+	}
+
+	// A client that stops acknowledging: abandoned after 2*Timeout without progress.
+	c := newTestClient(t, "127.0.0.1:0")
+	c.timeout, c.tries = 10*time.Second, 0
+	c.dropData = func(b uint64, _ int) bool { return b >= 10 } // never acknowledges past block 9
+	go c.get(ts.addr, "f")
+	var o []observed
+	for deadline := time.Now().Add(20 * time.Second); len(o) < 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		o = ts.observed()
+	}
+	if len(o) < 3 {
+		t.Fatalf("the silent client's transfer was not given up on: %+v", o)
+	}
+	if err := o[2].err; err == nil || !strings.Contains(err.Error(), "no ACK for block 10 for 4") {
+		t.Errorf("silent client: %v", err)
+	}
+}
+
+func TestRTO(t *testing.T) {
+	r := newRTO(200*time.Millisecond, time.Second)
+	if !r.adaptive() || r.current() != time.Second {
+		t.Fatalf("before any sample: %v", r.current())
+	}
+	r.sample(time.Millisecond) // 1 ms + 4*0.5 ms, floored
+	if r.current() != 200*time.Millisecond {
+		t.Errorf("after a 1 ms sample: %v, want the 200 ms floor", r.current())
+	}
+	r.backOff()
+	r.backOff()
+	if r.current() != 800*time.Millisecond {
+		t.Errorf("after two timeouts: %v, want 800 ms", r.current())
+	}
+	r.backOff()
+	if r.current() != time.Second {
+		t.Errorf("after three timeouts: %v, want the 1 s ceiling", r.current())
+	}
+	for i := 0; i < 20; i++ {
+		r.sample(100 * time.Millisecond)
+	}
+	if c := r.current(); c < 200*time.Millisecond || c > 260*time.Millisecond {
+		t.Errorf("after steady 100 ms samples: %v, want srtt+4*rttvar near the 200 ms floor", c)
+	}
+	fixed := newRTO(0, time.Second)
+	fixed.sample(time.Millisecond)
+	fixed.backOff()
+	if fixed.adaptive() || fixed.current() != time.Second {
+		t.Errorf("fixed: %v", fixed.current())
+	}
+}
