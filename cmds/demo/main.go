@@ -105,11 +105,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer vm.Kill()
-	if _, _, err := vm.Console.WaitFor(ctx, testbed.TargetMarker+"done", 4*time.Minute); err != nil {
+	_, reached, err := vm.Console.WaitFor(ctx, testbed.TargetMarker+"init reached", 4*time.Minute)
+	if err == nil {
+		_, _, err = vm.Console.WaitFor(ctx, testbed.TargetMarker+"done", 4*time.Minute)
+	}
+	if err != nil {
 		return fmt.Errorf("%w\nregistry log:\n%s", err, s.RegistryLogTail(30))
 	}
+	done := time.Since(start)
 	_ = vm.Wait(30 * time.Second)
-	fmt.Fprintf(stdout, "\n== demo: the image's init ran %.1f s after power-on. `livebootp hosts` says:\n", time.Since(start).Seconds())
+	fmt.Fprintf(stdout, "\n== demo: the image's init started %.1f s after power-on and was done at %.1f s (it waits for the RSA host key, as sshd would). `livebootp hosts` says:\n",
+		reached.Seconds(), done.Seconds())
 	hosts, err := s.Client().Hosts()
 	if err != nil {
 		return err
