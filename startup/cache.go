@@ -59,8 +59,9 @@ type cacheCopy struct {
 // or committed where it was downloaded when dm-verity is yet to see every
 // block; a large image in the background from switch_root on.
 func cacheImage(s *State) error {
-	if s.Data == "" || s.SHA256 == "" || s.Cached || s.Squashfs == "" ||
-		filepath.Clean(s.Squashfs) == persist.CachePath(s.Data, s.SHA256) { // downloaded into the cache, verified
+	key := s.cacheKey()
+	if s.Data == "" || key == "" || s.Cached || s.Squashfs == "" ||
+		filepath.Clean(s.Squashfs) == persist.CachePath(s.Data, key) { // downloaded into the cache, verified
 		return nil
 	}
 	c, err := openCacheCopy(s)
@@ -88,13 +89,13 @@ func cacheImage(s *State) error {
 	if err := c.run(); err != nil {
 		return fmt.Errorf("cache the image: %w", err)
 	}
-	s.Squashfs = persist.CachePath(s.Data, s.SHA256)
+	s.Squashfs = persist.CachePath(s.Data, key)
 	s.infof("image cached on persistent storage")
 	return nil
 }
 
 func openCacheCopy(s *State) (*cacheCopy, error) {
-	cache := persist.CachePath(s.Data, s.SHA256)
+	cache := persist.CachePath(s.Data, s.cacheKey())
 	if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +56,6 @@ type rsaChild struct {
 	key *os.File // read end of its stdout: the key (PKCS #8 DER), then EOF
 	ctl *os.File // our end of a socket pair: the handover, or EOF for "not needed"
 	got []byte
-	pid int
 }
 
 func startRSAChild(console io.Writer) (*rsaChild, error) {
@@ -78,19 +78,21 @@ func startRSAChild(console io.Writer) (*rsaChild, error) {
 		ours.Close()
 		return nil, err
 	}
-	// Until switch_root it gets only the CPU the boot leaves idle (DHCP,
-	// probing disks, waiting on the network and the disk): on one CPU, at
-	// the same priority, it took a second from the download and mkfs.
-	unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, 19)
 	// Reaped by whoever is PID 1 when it exits: this process, or the
 	// image's init after switch_root.
 	go cmd.Wait()
-	return &rsaChild{key: r, ctl: ours, pid: cmd.Process.Pid}, nil
+	return &rsaChild{key: r, ctl: ours}, nil
 }
 
 // take returns the key if the child has it within wait (0: only if it is
-// there already).
+// there already). What arrives is kept across calls.
 func (c *rsaChild) take(wait time.Duration) (*rsa.PrivateKey, bool, error) {
+	// A deadline already past fails a read before it is tried: a few
+	// milliseconds read what is in the pipe (the key is written at once,
+	// under PIPE_BUF, then the pipe closed).
+	if wait < 10*time.Millisecond {
+		wait = 10 * time.Millisecond
+	}
 	if err := c.key.SetReadDeadline(time.Now().Add(wait)); err != nil {
 		return nil, false, err
 	}
@@ -131,9 +133,6 @@ func (c *rsaChild) release() {
 // services get.
 func (c *rsaChild) handOver(h handover, dirs []*os.File) error {
 	defer c.release()
-	// From now on sshd waits for it: ahead of the image's other services
-	// (at nice 0 it took 11 s of a busy systemd boot, measured).
-	unix.Setpriority(unix.PRIO_PROCESS, c.pid, -5)
 	b, err := json.Marshal(h)
 	if err != nil {
 		return err
@@ -155,31 +154,59 @@ func isKeygen(args []string) bool {
 
 // runKeygen is the RSA key child's main: generate the key and write it to
 // stdout; then, when the init hands it over (descriptor 3), install it.
+//
+// The key is made on one locked thread whose nice value this process sets
+// itself (nice values are per thread on Linux: renicing the process's PID
+// from outside reaches its main thread only): 19 while the init boots, so
+// it takes only CPU the boot leaves idle (at the same priority it took a
+// second from the download and mkfs, measured), and -5 once handed over,
+// because sshd then waits for it (at 0 it took 11 s of a busy systemd
+// boot, measured).
 func runKeygen(stdout io.WriteCloser, ctl *os.File, console io.Writer) error {
 	// The init closes its end of stdout when it hands over: the write
 	// below must fail with EPIPE, not kill this process.
 	signal.Ignore(unix.SIGPIPE)
-	priv, err := rsa.GenerateKey(rand.Reader, sshkeys.RSABits)
-	if err != nil {
-		fmt.Fprintf(console, "livebootp: WARNING: RSA host key: %v\n", err)
-		return err
+	type result struct {
+		priv *rsa.PrivateKey
+		err  error
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return err
-	}
-	stdout.Write(der) // a closed read end: the init went on without it
-	stdout.Close()
+	tids, made := make(chan int, 1), make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		tid := unix.Gettid()
+		unix.Setpriority(unix.PRIO_PROCESS, tid, 19)
+		tids <- tid
+		priv, err := rsa.GenerateKey(rand.Reader, sshkeys.RSABits)
+		made <- result{priv, err}
+	}()
+	tid := <-tids
+	written := make(chan result, 1)
+	go func() {
+		r := <-made
+		if r.err == nil {
+			if der, err := x509.MarshalPKCS8PrivateKey(r.priv); err == nil {
+				stdout.Write(der) // a closed read end: the init went on without it
+			}
+		}
+		stdout.Close()
+		written <- r
+	}()
 	h, dirs, err := receiveHandover(ctl)
 	if err != nil || h == nil {
-		return err // EOF: the init took the key, or its boot failed
+		return err // EOF: the init took the key, or it is gone (failed boot)
 	}
 	defer func() {
 		for _, d := range dirs {
 			d.Close()
 		}
 	}()
-	return installLater(priv, h, dirs, console)
+	unix.Setpriority(unix.PRIO_PROCESS, tid, -5)
+	r := <-written
+	if r.err != nil {
+		fmt.Fprintf(console, "livebootp: WARNING: RSA host key: %v\n", r.err)
+		return r.err
+	}
+	return installLater(r.priv, h, dirs, console)
 }
 
 func receiveHandover(ctl *os.File) (*handover, []*os.File, error) {
@@ -240,7 +267,8 @@ func installLater(priv *rsa.PrivateKey, h *handover, dirs []*os.File, console io
 	if h.Registry != "" {
 		r := h.Report
 		r.HostKeys = append(r.HostKeys, k.Fingerprint)
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		// Bounded: sshd waits for the key file written after it.
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 		err := report.Send(ctx, fetch.NewClient(h.Insecure), h.Registry, h.MAC, r)
 		cancel()
 		if err != nil {
@@ -333,11 +361,14 @@ func (s *State) handOverRSA(r wire.Report) {
 		dirs = append(dirs, f)
 		h.Dirs = append(h.Dirs, d.name)
 	}
-	if err := s.holdSSHD(); err != nil {
-		s.warnf("make sshd wait for the RSA host key: %v", err)
-	}
 	if err := c.handOver(h, dirs); err != nil {
 		s.warnf("%v: this boot has no RSA host key", err)
+		return
+	}
+	// Only now: sshd must not wait for a key nobody will write. A key
+	// written before the unit runs ends its wait at once.
+	if err := s.holdSSHD(); err != nil {
+		s.warnf("make sshd wait for the RSA host key: %v", err)
 	}
 }
 
@@ -349,7 +380,7 @@ const sshdWaitUnit = `# Written by livebootp-init: this boot's RSA SSH host key 
 [Unit]
 Description=livebootp: wait for this host's new RSA SSH host key
 DefaultDependencies=no
-Before=ssh.service sshd.service
+Before=ssh.service sshd.service sshd-keygen@rsa.service
 
 [Service]
 Type=oneshot
@@ -362,11 +393,8 @@ const sshdWaitName = "livebootp-rsa-hostkey.service"
 // holdSSHD installs sshdWaitUnit when the image boots systemd.
 func (s *State) holdSSHD() error {
 	root := s.NewRoot()
-	// Debian's /sbin/init -> ../lib/systemd/systemd (or an absolute
-	// link): the name says it, wherever it points in the image.
-	init, err := os.Readlink(filepath.Join(root, "sbin", "init"))
-	if err != nil || filepath.Base(init) != "systemd" {
-		return nil // not systemd: nothing to order sshd after
+	if !bootsSystemd(root) {
+		return nil // nothing to order sshd after
 	}
 	dir := filepath.Join(root, "run", "systemd", "system")
 	if err := os.MkdirAll(filepath.Join(dir, "multi-user.target.wants"), 0o755); err != nil {
@@ -376,4 +404,25 @@ func (s *State) holdSSHD() error {
 		return err
 	}
 	return os.Symlink("../"+sshdWaitName, filepath.Join(dir, "multi-user.target.wants", sshdWaitName))
+}
+
+// bootsSystemd says whether switchRoot would start systemd in the image at
+// root: the first of initCandidates there, or what it links to (Debian's
+// /sbin/init -> ../lib/systemd/systemd; a link may be absolute, so it is
+// read, not followed), is named systemd.
+func bootsSystemd(root string) bool {
+	for _, c := range initCandidates() {
+		st, err := os.Lstat(filepath.Join(root, c))
+		if err != nil {
+			continue
+		}
+		name := c
+		if st.Mode()&os.ModeSymlink != 0 {
+			if name, err = os.Readlink(filepath.Join(root, c)); err != nil {
+				return false
+			}
+		}
+		return filepath.Base(name) == "systemd"
+	}
+	return false
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/livebootp/livebootp/startup/sshkeys"
 	"github.com/livebootp/livebootp/wire"
@@ -51,6 +52,33 @@ func TestRSAChildTake(t *testing.T) {
 	}
 	if err := priv.Validate(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRSAChildTakeReady: once the child has written the key, take(0)
+// returns it without waiting (a deadline already past would fail the read
+// before trying it).
+func TestRSAChildTakeReady(t *testing.T) {
+	c, err := startRSAChild(os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.release()
+	var ready bool
+	for deadline := time.Now().Add(2 * time.Minute); !ready && time.Now().Before(deadline); {
+		// Poll for the pipe's end without reading it: the key is whole
+		// once the child has closed it.
+		fds := []unix.PollFd{{Fd: int32(c.key.Fd()), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 100); n == 1 && fds[0].Revents&unix.POLLHUP != 0 {
+			ready = true
+		}
+	}
+	if !ready {
+		t.Fatal("the child wrote no key in 2 minutes")
+	}
+	priv, ok, err := c.take(0)
+	if err != nil || !ok || priv.N.BitLen() != sshkeys.RSABits {
+		t.Fatalf("take(0) with the key in the pipe: %v, %v", ok, err)
 	}
 }
 
@@ -134,11 +162,18 @@ func TestHoldSSHD(t *testing.T) {
 	for _, tc := range []struct {
 		init string
 		want bool
-	}{{"../lib/systemd/systemd", true}, {"/lib/systemd/systemd", true}, {"/bin/busybox", false}} {
+	}{{"../lib/systemd/systemd", true}, {"/lib/systemd/systemd", true}, {"/bin/busybox", false}, {"", true}} {
 		s := &State{Root: t.TempDir()}
 		os.MkdirAll(filepath.Join(s.NewRoot(), "sbin"), 0o755)
-		if err := os.Symlink(tc.init, filepath.Join(s.NewRoot(), "sbin", "init")); err != nil {
-			t.Fatal(err)
+		if tc.init != "" {
+			if err := os.Symlink(tc.init, filepath.Join(s.NewRoot(), "sbin", "init")); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			// No /sbin/init (no systemd-sysv): switchRoot starts
+			// /lib/systemd/systemd.
+			os.MkdirAll(filepath.Join(s.NewRoot(), "lib", "systemd"), 0o755)
+			os.WriteFile(filepath.Join(s.NewRoot(), "lib", "systemd", "systemd"), nil, 0o755)
 		}
 		if err := s.holdSSHD(); err != nil {
 			t.Fatal(err)
@@ -151,7 +186,7 @@ func TestHoldSSHD(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || !strings.Contains(string(unit), "Before=ssh.service sshd.service") {
+		if err != nil || !strings.Contains(string(unit), "Before=ssh.service sshd.service sshd-keygen@rsa.service") {
 			t.Errorf("init %s: unit %q, %v", tc.init, unit, err)
 		}
 		if l, err := os.Readlink(filepath.Join(dir, "multi-user.target.wants", sshdWaitName)); err != nil || l != "../"+sshdWaitName {

@@ -1,8 +1,10 @@
 package startup
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,8 +38,8 @@ func fetchImage(s *State) error {
 		return err
 	}
 	cache := ""
-	if s.Data != "" && s.SHA256 != "" {
-		cache = persist.CachePath(s.Data, s.SHA256)
+	if key := s.cacheKey(); s.Data != "" && key != "" {
+		cache = persist.CachePath(s.Data, key)
 		if st, err := os.Stat(cache); err == nil && st.Mode().IsRegular() {
 			// Only a verified download is renamed to this name, so the name
 			// vouches for the content; hashing it again would cost seconds.
@@ -102,7 +104,7 @@ func fetchImage(s *State) error {
 		dst = cache
 		// Only now: a boot script with a wrong checksum must not cost the
 		// good image its cache entry.
-		if removed, err := persist.PruneCache(s.Data, s.SHA256); err != nil {
+		if removed, err := persist.PruneCache(s.Data, s.cacheKey()); err != nil {
 			s.warnf("prune the image cache: %v", err)
 		} else if len(removed) > 0 {
 			s.debugf("removed from the cache: %v", removed)
@@ -166,8 +168,14 @@ func (s *State) mountSquashfs(lower string) error {
 	}
 	if err := s.Mounter.Mount(dev, lower, "squashfs", unix.MS_RDONLY, ""); err != nil {
 		if s.dm != nil {
+			// dm-verity answers a block that does not match with EIO and
+			// marks itself corrupt ("C"); anything else (no squashfs
+			// driver) is not the image's fault.
+			st, _ := s.dm.Status()
 			s.closeVerity()
-			return &VerityError{File: s.Squashfs, URL: s.Args.Squashfs, Root: s.VerityRoot, Offset: s.verity.HashOffset, Err: err}
+			if errors.Is(err, unix.EIO) || strings.HasPrefix(st, "C") {
+				return &VerityError{File: s.Squashfs, URL: s.Args.Squashfs, Root: s.VerityRoot, Offset: s.verity.HashOffset, Err: err}
+			}
 		}
 		return err
 	}

@@ -2,6 +2,7 @@ package startup
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,11 +191,20 @@ func fetchManifest(s *State) error {
 		}
 	}
 	if m.Verity != nil && m.Verity.RootHash != "" {
+		root := strings.ToLower(m.Verity.RootHash)
+		b, err := hex.DecodeString(root)
 		switch {
+		case err != nil || len(b) != 32:
+			s.warnf("the manifest's verity root_hash %q is not 64 hexadecimal digits: ignored", m.Verity.RootHash)
+		case s.VerityRoot == "" && s.Args.SHA256 != "":
+			// A checksum pinned on the command line is checked as it
+			// is: the manifest comes from beside the image and must not
+			// vouch for it in its place.
+			s.debugf("livebootp.sha256 given without livebootp.verity: the whole image is hashed")
 		case s.VerityRoot == "":
-			s.VerityRoot = strings.ToLower(m.Verity.RootHash)
-		case !strings.EqualFold(s.VerityRoot, m.Verity.RootHash):
-			s.warnf("livebootp.verity %s differs from the manifest's %s; the kernel argument wins", s.VerityRoot, m.Verity.RootHash)
+			s.VerityRoot = root
+		case s.VerityRoot != root:
+			s.warnf("livebootp.verity %s differs from the manifest's %s; the kernel argument wins", s.VerityRoot, root)
 		}
 	}
 	s.infof("%s/%s, volumes: %s", m.Name, m.Version, orNone(m.Volumes))

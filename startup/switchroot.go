@@ -67,22 +67,25 @@ func switchRoot(s *State) error {
 		return err
 	}
 	s.switched = true
-	// Tried in order inside the new root.
-	initCandidates := []string{"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd", "/init", "/bin/sh"}
 	init := ""
-	for _, c := range initCandidates {
+	for _, c := range initCandidates() {
 		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
 			init = c
 			break
 		}
 	}
 	if init == "" {
-		return fmt.Errorf("no init in the image (tried %s)", strings.Join(initCandidates, ", "))
+		return fmt.Errorf("no init in the image (tried %s)", strings.Join(initCandidates(), ", "))
 	}
 	s.infof("exec %s (uptime %s)", init, report.Uptime().Round(10*time.Millisecond))
 	s.out.closeFile()
 	argv := append([]string{init}, s.InitArgs...)
 	return fmt.Errorf("exec %s: %w", init, unix.Exec(init, argv, os.Environ()))
+}
+
+// initCandidates are the image's inits switchRoot tries, in order.
+func initCandidates() []string {
+	return []string{"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd", "/init", "/bin/sh"}
 }
 
 // removeInitramfs deletes the initramfs' files, staying on its filesystem

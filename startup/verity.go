@@ -23,7 +23,9 @@ func (s *State) verityUsable() bool {
 	if s.VerityRoot == "" {
 		return false
 	}
-	err := s.needModules("dm-verity", moduleGroup("dm_verity"))
+	// With the CPU's sha256 code where there is one: dm-verity keeps the
+	// implementation it finds when the table is loaded.
+	err := s.needModules("dm-verity", anyModule([]string{"dm_verity", "sha256_ssse3"}))
 	if err == nil && !fileExists(filepath.Join(s.Root, "dev", "mapper", "control")) {
 		err = errors.New("no /dev/mapper/control")
 	}
@@ -32,6 +34,18 @@ func (s *State) verityUsable() bool {
 		return false
 	}
 	return true
+}
+
+// cacheKey names the image in the persistent cache by what vouches for
+// its content: the dm-verity root hash when dm-verity checks it (every
+// block is read back through it before the name is given), else the
+// whole file's sha256. A file cached under one is never taken for the
+// other. "" means the image is not cached.
+func (s *State) cacheKey() string {
+	if s.Verification == "dm-verity" {
+		return s.VerityRoot
+	}
+	return s.SHA256
 }
 
 // openVerity puts the dm-verity device over the loop device dev holding

@@ -221,7 +221,7 @@ type transfer struct {
 	b          *batch
 	rd         *reader
 	ack        [516]byte
-	deadlineAt time.Time // when the read deadline was last set
+	deadline   time.Time // the read deadline last set; zero when none is
 	armed      bool      // the deadline covers the current wait
 }
 
@@ -422,7 +422,7 @@ func (t *transfer) readReply() (op, block uint16, err error) {
 				// An expired deadline fails reads before the reader gets to arm a new one:
 				// clear it so the next wait arms afresh.
 				t.conn.SetReadDeadline(time.Time{})
-				t.deadlineAt = time.Time{}
+				t.deadline = time.Time{}
 				return 0, 0, errTimeout
 			}
 			return 0, 0, fmt.Errorf("client gone: %w", err)
@@ -527,19 +527,21 @@ func (t *transfer) sendFile() error {
 // when client and server share a core) costs no clock read and no timer update. The first park
 // after a send bounds the wait to between 7/8 and all of the timeout; later parks for the same
 // send keep that deadline, so stray packets cannot stretch it. Moving the deadline is a runtime
-// timer update, so it moves only if it was set more than timeout/8 ago.
+// timer update, so it moves only when it would end more than timeout/8 early, or late.
 func (t *transfer) arm() {
 	if t.armed {
 		return
 	}
 	t.armed = true
-	now := time.Now()
-	wait := t.rto.current()
-	if now.Sub(t.deadlineAt) < wait/8 {
+	want := time.Now().Add(t.rto.current())
+	// Kept if it ends no later than wanted and less than an eighth of the
+	// wait earlier: a deadline set for a longer wait (before the first
+	// round trip was measured) or a much shorter one is replaced.
+	if !t.deadline.IsZero() && !t.deadline.After(want) && want.Sub(t.deadline) < t.rto.current()/8 {
 		return
 	}
-	t.deadlineAt = now
-	t.conn.SetReadDeadline(now.Add(wait))
+	t.deadline = want
+	t.conn.SetReadDeadline(want)
 }
 
 // rto is a transfer's resend timeout. Fixed (lo == hi) it stays at hi; adaptive it follows
