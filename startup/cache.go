@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -309,7 +310,9 @@ func runCacheCopy(args []string, console io.Writer) error {
 	gate.Close()
 	// Lowest CPU priority; I/O stays best-effort: the idle I/O class
 	// starves behind the journal's writes for many seconds at a time.
-	unix.Setpriority(unix.PRIO_PROCESS, 0, 19)
+	// Nice is per thread: the copy runs on this one, locked.
+	runtime.LockOSThread()
+	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 	err = c.run()
 	c.close()
 	switch {
