@@ -102,6 +102,7 @@ type State struct {
 	keygen    sshkeys.Generator
 	rsa       *rsaChild       // the RSA host key's child process
 	rsaLater  bool            // the RSA key was not ready at the keys step
+	rsaRetry  bool            // the boot report failed: the RSA child sends it until the registry takes it
 	dm        *mount.DMDevice // the image's dm-verity device
 	verity    verity.Params   // its tree
 	modules   *moduleLoad     // started by the modules step; the others wait for what they use

@@ -587,6 +587,18 @@ func sendReport(s *State) error {
 	ctx, cancel := context.WithTimeout(s.Context, 15*time.Second)
 	defer cancel()
 	if err := report.Send(ctx, s.HTTP, s.Args.Registry, s.MAC, r); err != nil {
+		switch {
+		case s.Root != "/": // tests: no child processes
+		case s.rsaLater && s.rsa != nil:
+			s.rsaRetry = true // the RSA key's child carries it
+			err = fmt.Errorf("%w; sent again after switch_root with the RSA host key, for up to %s", err, lateFor)
+		default:
+			if lerr := s.reportLater(r); lerr != nil {
+				err = fmt.Errorf("%w; and it cannot be sent later: %v", err, lerr)
+			} else {
+				err = fmt.Errorf("%w; sent again after switch_root, for up to %s", err, lateFor)
+			}
+		}
 		return err
 	}
 	s.infof("sent to %s (uptime %s)", report.URL(s.Args.Registry, s.MAC), r.Uptime.Round(10*time.Millisecond))

@@ -134,8 +134,8 @@ func sethostname(name string) error { return unix.Sethostname([]byte(name)) }
 
 // Run is livebootp-init's main: it boots with the production State and
 // execs the image's init. Only when not PID 1 does it return: as the
-// background cache copy or RSA key child it started itself (see
-// startCacheCopy, startRSAChild), or with
+// background cache copy, RSA key child or late report child it started
+// itself (see startCacheCopy, startRSAChild, reportLater), or with
 // an error (this program is only ever /init of an initrd).
 func Run(args []string, console io.Writer) error {
 	if isCacheCopy(args) {
@@ -143,6 +143,9 @@ func Run(args []string, console io.Writer) error {
 	}
 	if isKeygen(args) {
 		return runKeygen(os.Stdout, os.NewFile(3, "keygen control"), console)
+	}
+	if isLateReport(args) {
+		return runLateReport(os.Stdin, console)
 	}
 	if os.Getpid() != 1 {
 		return errors.New("livebootp-init is the /init of a livebootp initrd and runs as PID 1 only; `livebootp image build` puts it there")

@@ -31,6 +31,10 @@ n=$((n+1))
 echo $n > /srv/data/boots
 echo "TARGET: boots=$n"
 echo "TARGET: startupd=$(cat /etc/startupd-ran 2>/dev/null)"
+# target.linger=N keeps the machine up N seconds more (for what
+# livebootp-init left running after switch_root).
+n=$(sed -n 's/.*target\.linger=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$n" ] && sleep "$n"
 echo "TARGET: done"
 sync
 poweroff -f

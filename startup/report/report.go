@@ -3,7 +3,9 @@
 // shows it per host.
 //
 // It must never delay the boot for long: one POST with a short timeout and
-// one retry; a registry that does not answer costs a warning, not a boot.
+// one retry; a registry that does not answer costs a warning, not a boot
+// (livebootp-init then has a child process send it again after
+// switch_root).
 package report
 
 import (
