@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -267,7 +266,7 @@ func startCacheCopy(s *State, c *cacheCopy) error {
 	if c.commit {
 		mode = "commit"
 	}
-	args := []string{"livebootp-init", cacheCopyArg, mode, c.name, c.final, strconv.FormatInt(c.data, 10)}
+	args := []string{mode, c.name, c.final, strconv.FormatInt(c.data, 10)}
 	if c.debug {
 		args = append(args, "debug")
 	}
@@ -275,7 +274,8 @@ func startCacheCopy(s *State, c *cacheCopy) error {
 	if c.check != nil {
 		files = append(files, c.check)
 	}
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: args, Stdout: s.Console, Stderr: s.Console, ExtraFiles: files}
+	cmd := self(cacheCopyArg, args...)
+	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = s.Console, s.Console, files
 	if err := cmd.Start(); err != nil {
 		hold.Close()
 		return err
@@ -322,9 +322,4 @@ func runCacheCopy(args []string, console io.Writer) error {
 		fmt.Fprintf(console, "livebootp: image cached on persistent storage in the background\n")
 	}
 	return nil
-}
-
-// isCacheCopy: is this process the background cache copy?
-func isCacheCopy(args []string) bool {
-	return len(args) > 1 && args[1] == cacheCopyArg && os.Getpid() != 1
 }

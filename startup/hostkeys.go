@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -39,13 +38,11 @@ const keygenArg = "--livebootp-keygen"
 // the key; the child gets the directories to write it to with it, as
 // descriptors, in the order Dirs names them ("data", "etc").
 type handover struct {
-	Comment  string      `json:"comment"`
-	Dirs     []string    `json:"dirs"`
-	Registry string      `json:"registry,omitempty"`
-	MAC      string      `json:"mac,omitempty"`
-	Insecure bool        `json:"insecure,omitempty"`
-	Report   wire.Report `json:"report"`
-	Debug    bool        `json:"debug,omitempty"`
+	Comment string   `json:"comment"`
+	Dirs    []string `json:"dirs"`
+	// The boot report to send again with the key's fingerprint added
+	// (Registry "": none).
+	lateReport
 	// Retry: the init's own report did not get through; send this one
 	// until the registry takes it (after the key is in /etc/ssh).
 	Retry bool `json:"retry,omitempty"`
@@ -71,8 +68,8 @@ func startRSAChild(console io.Writer) (*rsaChild, error) {
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "keygen control"), os.NewFile(uintptr(fds[1]), "keygen control")
 	defer theirs.Close()
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{"livebootp-init", keygenArg},
-		Stdout: w, Stderr: console, ExtraFiles: []*os.File{theirs}}
+	cmd := self(keygenArg)
+	cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = w, console, []*os.File{theirs}
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		ours.Close()
@@ -145,11 +142,6 @@ func (c *rsaChild) handOver(h handover, dirs []*os.File) error {
 		return fmt.Errorf("hand the RSA host key over to its child process: %w", err)
 	}
 	return nil
-}
-
-// isKeygen: is this process the RSA key child?
-func isKeygen(args []string) bool {
-	return len(args) > 1 && args[1] == keygenArg && os.Getpid() != 1
 }
 
 // runKeygen is the RSA key child's main: generate the key and write it to
@@ -264,9 +256,8 @@ func installLater(priv *rsa.PrivateKey, h *handover, dirs []*os.File, console io
 			errs = append(errs, err)
 		}
 	}
-	r := h.Report
-	r.HostKeys = append(r.HostKeys, k.Fingerprint)
-	late := lateReport{Registry: h.Registry, MAC: h.MAC, Insecure: h.Insecure, Report: r, Debug: h.Debug}
+	late := h.lateReport
+	late.Report.HostKeys = append(late.Report.HostKeys, k.Fingerprint)
 	if h.Registry != "" && !h.Retry {
 		// One round (2 tries of at most 5 s): sshd waits for the key file
 		// written after it.
@@ -298,6 +289,47 @@ func installLater(priv *rsa.PrivateKey, h *handover, dirs []*os.File, console io
 	return nil
 }
 
+// startRSA starts the RSA key's child and makes s.keygen take the key
+// from it (ed25519 and ECDSA are made here, ahead).
+func (s *State) startRSA() error {
+	c, err := startRSAChild(s.Console)
+	if err != nil {
+		return err
+	}
+	s.rsa = c
+	gen := sshkeys.Pregenerate("ed25519", "ecdsa")
+	s.keygen = func(typ, comment string) (sshkeys.Key, error) {
+		if typ != "rsa" {
+			return gen(typ, comment)
+		}
+		k, ok, err := s.rsaKey(comment)
+		if !ok && err == nil {
+			s.rsaLater = true
+			return k, sshkeys.ErrLater
+		}
+		return k, err
+	}
+	return nil
+}
+
+// rsaKey is the child's key if it is there (ok), made here if the child
+// failed; the child is released either way. Not there yet: !ok, no error.
+func (s *State) rsaKey(comment string) (k sshkeys.Key, ok bool, err error) {
+	priv, ok, err := s.rsa.take(0)
+	if !ok && err == nil {
+		return k, false, nil
+	}
+	s.rsa.release()
+	s.rsa = nil
+	if err != nil {
+		s.warnf("%v; generating the RSA host key here", err)
+		k, err = sshkeys.Generate("rsa", comment)
+		return k, true, err
+	}
+	k, err = sshkeys.FromSigner("rsa", priv, comment)
+	return k, true, err
+}
+
 // finishRSA installs the RSA key as the keys step would have, when its
 // child has it by now (the steps since took their time), or makes it here
 // when the child failed.
@@ -305,20 +337,11 @@ func (s *State) finishRSA() {
 	if !s.rsaLater || s.rsa == nil {
 		return
 	}
-	comment := "root@" + s.Hostname
-	var k sshkeys.Key
-	priv, ok, err := s.rsa.take(0)
-	switch {
-	case err != nil:
-		s.warnf("%v; generating the RSA host key here", err)
-		k, err = sshkeys.Generate("rsa", comment)
-	case !ok:
+	k, ok, err := s.rsaKey("root@" + s.Hostname)
+	if !ok {
 		return
-	default:
-		k, err = sshkeys.FromSigner("rsa", priv, comment)
 	}
-	s.rsa.release()
-	s.rsa, s.rsaLater = nil, false
+	s.rsaLater = false
 	if err == nil && s.Data != "" {
 		err = sshkeys.Install(filepath.Join(s.Data, persist.DirSSH), []sshkeys.Key{k})
 		s.syncData()
@@ -343,10 +366,7 @@ func (s *State) handOverRSA(r wire.Report) {
 	}
 	c := s.rsa
 	s.rsa = nil
-	h := handover{Comment: "root@" + s.Hostname, MAC: s.MAC, Insecure: s.Args.Insecure, Report: r, Debug: s.Args.Debug, Retry: s.rsaRetry}
-	if s.MAC != "" {
-		h.Registry = s.Args.Registry
-	}
+	h := handover{Comment: "root@" + s.Hostname, lateReport: s.lateReport(r), Retry: s.rsaRetry}
 	var dirs []*os.File
 	defer func() {
 		for _, d := range dirs {

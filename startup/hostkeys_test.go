@@ -22,19 +22,19 @@ import (
 // TestMain lets the test binary be the RSA key child, as livebootp-init
 // is when it runs itself with keygenArg.
 func TestMain(m *testing.M) {
-	if isKeygen(os.Args) {
-		if err := runKeygen(os.Stdout, os.NewFile(3, "keygen control"), os.Stderr); err != nil {
-			os.Exit(1)
-		}
-		os.Exit(0)
+	var err error
+	switch childMode(os.Args) {
+	case keygenArg:
+		err = runKeygen(os.Stdout, os.NewFile(3, "keygen control"), os.Stderr)
+	case reportArg:
+		err = runLateReport(os.Stdin, os.Stderr)
+	default:
+		os.Exit(m.Run())
 	}
-	if isLateReport(os.Args) {
-		if err := runLateReport(os.Stdin, os.Stderr); err != nil {
-			os.Exit(1)
-		}
-		os.Exit(0)
+	if err != nil {
+		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	os.Exit(0)
 }
 
 // TestRSAChildTake: the child's key arrives whole and is a 3072-bit RSA
@@ -119,8 +119,8 @@ func TestRSAChildHandover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := handover{Comment: "root@web1", Dirs: []string{"data", "etc"}, Registry: ts.URL, MAC: testMAC,
-		Report: wire.Report{Hostname: "web1", HostKeys: []string{"ED25519 SHA256:x", "ECDSA SHA256:y"}}}
+	h := handover{Comment: "root@web1", Dirs: []string{"data", "etc"}, lateReport: lateReport{Registry: ts.URL, MAC: testMAC,
+		Report: wire.Report{Hostname: "web1", HostKeys: []string{"ED25519 SHA256:x", "ECDSA SHA256:y"}}}}
 	if err := c.handOver(h, dirs); err != nil {
 		t.Fatal(err)
 	}

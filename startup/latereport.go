@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"time"
 
 	"github.com/livebootp/livebootp/startup/fetch"
@@ -35,9 +34,19 @@ type lateReport struct {
 	Debug    bool        `json:"debug,omitempty"`
 }
 
+// lateReport is r to send to this boot's registry; Registry is "" when
+// there is none to send it to.
+func (s *State) lateReport(r wire.Report) lateReport {
+	l := lateReport{MAC: s.MAC, Insecure: s.Args.Insecure, Report: r, Debug: s.Args.Debug}
+	if s.MAC != "" {
+		l.Registry = s.Args.Registry
+	}
+	return l
+}
+
 // reportLater starts the late report child with r.
 func (s *State) reportLater(r wire.Report) error {
-	b, err := json.Marshal(lateReport{Registry: s.Args.Registry, MAC: s.MAC, Insecure: s.Args.Insecure, Report: r, Debug: s.Args.Debug})
+	b, err := json.Marshal(s.lateReport(r))
 	if err != nil {
 		return err
 	}
@@ -46,7 +55,8 @@ func (s *State) reportLater(r wire.Report) error {
 		return err
 	}
 	defer in.Close()
-	cmd := &exec.Cmd{Path: "/proc/self/exe", Args: []string{"livebootp-init", reportArg}, Stdin: in, Stdout: s.Console, Stderr: s.Console}
+	cmd := self(reportArg)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, s.Console, s.Console
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return err
@@ -57,11 +67,6 @@ func (s *State) reportLater(r wire.Report) error {
 		err = cerr
 	}
 	return err
-}
-
-// isLateReport: is this process the late report child?
-func isLateReport(args []string) bool {
-	return len(args) > 1 && args[1] == reportArg && os.Getpid() != 1
 }
 
 // runLateReport is the late report child's main.

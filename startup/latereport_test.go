@@ -113,8 +113,8 @@ func TestRSAChildHandoverRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := handover{Comment: "root@web1", Dirs: []string{"etc"}, Registry: ts.URL, MAC: testMAC, Retry: true,
-		Report: wire.Report{Hostname: "web1", HostKeys: []string{"ED25519 SHA256:x"}}}
+	h := handover{Comment: "root@web1", Dirs: []string{"etc"}, Retry: true, lateReport: lateReport{Registry: ts.URL, MAC: testMAC,
+		Report: wire.Report{Hostname: "web1", HostKeys: []string{"ED25519 SHA256:x"}}}}
 	if err := c.handOver(h, []*os.File{d}); err != nil {
 		t.Fatal(err)
 	}

@@ -150,30 +150,9 @@ func (s *State) startKeygen() {
 		s.keygen = sshkeys.Pregenerate() // tests: no child processes
 		return
 	}
-	c, err := startRSAChild(s.Console)
-	if err != nil {
+	if err := s.startRSA(); err != nil {
 		s.warnf("RSA host key in a child process: %v; generating it here", err)
 		s.keygen = sshkeys.Pregenerate()
-		return
-	}
-	gen := sshkeys.Pregenerate("ed25519", "ecdsa")
-	s.rsa = c
-	s.keygen = func(typ, comment string) (sshkeys.Key, error) {
-		if typ != "rsa" {
-			return gen(typ, comment)
-		}
-		priv, ok, err := c.take(0)
-		switch {
-		case err != nil:
-			s.warnf("%v; generating it here", err)
-			return sshkeys.Generate(typ, comment)
-		case !ok:
-			s.rsaLater = true
-			return sshkeys.Key{}, sshkeys.ErrLater
-		}
-		c.release()
-		s.rsa = nil
-		return sshkeys.FromSigner(typ, priv, comment)
 	}
 }
 

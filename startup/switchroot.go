@@ -83,6 +83,26 @@ func switchRoot(s *State) error {
 	return fmt.Errorf("exec %s: %w", init, unix.Exec(init, argv, os.Environ()))
 }
 
+// childMode is the child process args make this one (cacheCopyArg,
+// keygenArg, reportArg), or "". The kernel never gives PID 1 such an
+// argument; only a child livebootp-init started itself (self) has one.
+func childMode(args []string) string {
+	if len(args) < 2 || os.Getpid() == 1 {
+		return ""
+	}
+	switch args[1] {
+	case cacheCopyArg, keygenArg, reportArg:
+		return args[1]
+	}
+	return ""
+}
+
+// self is livebootp-init started again as the child mode names, with args
+// after it; such children outlive switch_root (the binary stays mapped).
+func self(mode string, args ...string) *exec.Cmd {
+	return &exec.Cmd{Path: "/proc/self/exe", Args: append([]string{"livebootp-init", mode}, args...)}
+}
+
 // initCandidates are the image's inits switchRoot tries, in order.
 func initCandidates() []string {
 	return []string{"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd", "/init", "/bin/sh"}
@@ -138,13 +158,12 @@ func sethostname(name string) error { return unix.Sethostname([]byte(name)) }
 // itself (see startCacheCopy, startRSAChild, reportLater), or with
 // an error (this program is only ever /init of an initrd).
 func Run(args []string, console io.Writer) error {
-	if isCacheCopy(args) {
+	switch childMode(args) {
+	case cacheCopyArg:
 		return runCacheCopy(args[2:], console)
-	}
-	if isKeygen(args) {
+	case keygenArg:
 		return runKeygen(os.Stdout, os.NewFile(3, "keygen control"), console)
-	}
-	if isLateReport(args) {
+	case reportArg:
 		return runLateReport(os.Stdin, console)
 	}
 	if os.Getpid() != 1 {
